@@ -1,0 +1,7 @@
+"""Method handlers of the emulator; every module in this package registers its methods on import."""
+
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

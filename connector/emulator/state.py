@@ -1,0 +1,145 @@
+"""The emulated portal's state: every record, dictionary and queue, behind one lock.
+
+``Portal`` is plain data plus a clock; the rules live in the method modules that change it.
+It can be saved to and loaded from a file (``--state PATH``) so a portal survives restarts.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from connector.envelope import parse_offset
+
+# CRM entity type ids as Bitrix24 numbers them
+ENTITY_TYPE_IDS = {"lead": 1, "deal": 2, "contact": 3, "company": 4}
+ENTITY_NAMES = {v: k for k, v in ENTITY_TYPE_IDS.items()}
+
+
+class Portal:
+    """All state of one emulated Bitrix24 portal.
+
+    Containers (each owned by the method module named in brackets):
+
+    - ``records[entity][id] -> dict``: leads, deals, contacts, companies, keyed by int ID,
+      values by their legacy UPPER_CASE field names [methods/entities.py]
+    - ``statuses[id] -> dict``: crm.status rows (stages of every pipeline, lead statuses, SOURCE,
+      and the other dictionaries), keyed by the numeric status ``ID`` [methods/pipelines.py]
+    - ``categories[id] -> dict``: deal pipelines, id 0 is the default one [methods/pipelines.py]
+    - ``history[entity_type_id] -> list[dict]``: stage history rows in ID order [methods/entities.py]
+    - ``userfields[entity][id] -> dict``: UF_CRM_* field definitions [methods/entities.py]
+    - ``users[id] -> dict``: employees for user.get [methods/users.py]
+    - ``event_handlers``, ``offline_events``: event.* bindings and the offline queue [methods/events.py]
+    - ``oauth``: apps, access and refresh tokens [app.py]
+    """
+
+    def __init__(self, tz: str = "+03:00", clock: Callable[[], float] | None = None):
+        self.lock = threading.RLock()
+        self.tz_text = tz
+        self.tz: timezone = parse_offset(tz)
+        self._clock = clock
+        self.seq: dict[str, int] = {}
+        self.records: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in ENTITY_TYPE_IDS}
+        self.statuses: dict[int, dict[str, Any]] = {}
+        self.categories: dict[int, dict[str, Any]] = {}
+        self.history: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+        self.userfields: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in ENTITY_TYPE_IDS}
+        self.users: dict[int, dict[str, Any]] = {}
+        self.event_handlers: list[dict[str, Any]] = []
+        self.offline_events: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.oauth: dict[str, Any] = {}
+        self.extra: dict[str, Any] = {}  # room for modules that need more state
+
+    # ------------------------------------------------------------------ clock
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """Unix time source; the seed generator replaces it to write a year of history."""
+        return self._clock or time.time
+
+    @clock.setter
+    def clock(self, value: Callable[[], float] | None) -> None:
+        self._clock = value
+
+    def now(self) -> datetime:
+        """Current portal time as an aware datetime in the portal's offset."""
+        return datetime.fromtimestamp(self.clock(), self.tz).replace(microsecond=0)
+
+    def now_text(self) -> str:
+        """Current portal time as Bitrix24 prints it: ``2026-11-26T12:00:00+03:00``."""
+        return self.now().isoformat()
+
+    def format_time(self, moment: datetime) -> str:
+        """Any aware datetime in the portal's offset, as Bitrix24 prints it."""
+        return moment.astimezone(self.tz).replace(microsecond=0).isoformat()
+
+    # ------------------------------------------------------------------ ids
+
+    def next_id(self, kind: str) -> int:
+        """The next integer ID of a sequence (records, statuses, history rows...)."""
+        with self.lock:
+            value = self.seq.get(kind, 0) + 1
+            self.seq[kind] = value
+            return value
+
+    # ------------------------------------------------------------------ events
+
+    def emit(self, event: str, fields: dict[str, Any]) -> None:
+        """Record a CRM event (e.g. ``ONCRMDEALUPDATE`` with ``{"ID": 5}``).
+
+        Every offline binding of the event gets one queue record per object; a later change of
+        the same object replaces the earlier record (latest change wins), as the real queue does.
+        """
+        with self.lock:
+            for binding in self.event_handlers:
+                if binding.get("offline") and binding["event"] == event.upper():
+                    connector = binding.get("auth_connector") or ""
+                    obj_key = (connector, _object_family(event), str(fields.get("ID")))
+                    self.offline_events.pop(obj_key, None)  # latest change of an object wins
+                    self.offline_events[obj_key] = {
+                        "ID": self.next_id("offline_event"),
+                        "TIMESTAMP_X": self.now_text(),
+                        "EVENT_NAME": event.upper(),
+                        "EVENT_DATA": {"FIELDS": dict(fields)},
+                        "EVENT_ADDITIONAL": {"user_id": str(self.extra.get("acting_user", 1))},
+                        "MESSAGE_ID": f"{event.upper()}_{fields.get('ID')}_{self.seq['offline_event']}",
+                        "PROCESS_ID": None,
+                        "ERROR": 0,
+                        "AUTH_CONNECTOR": connector,
+                    }
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the state atomically (temp file + rename)."""
+        target = Path(path)
+        with self.lock:
+            data = {k: v for k, v in self.__dict__.items() if k not in ("lock", "_clock", "tz")}
+            fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=".b24state-")
+            with os.fdopen(fd, "wb") as fh:
+                pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, target)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "Portal":
+        """Read a state written by ``save``."""
+        with open(path, "rb") as fh:
+            data = pickle.load(fh)
+        portal = cls(data.get("tz_text", "+03:00"))
+        portal.__dict__.update(data)
+        return portal
+
+
+def _object_family(event: str) -> str:
+    """ONCRMDEALUPDATE -> DEAL: the object an event is about (the queue keeps one record per object)."""
+    name = event.upper().removeprefix("ONCRM")
+    for suffix in ("ADD", "UPDATE", "DELETE", "MOVETOCATEGORY"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name

@@ -1,0 +1,1 @@
+"""The things a user runs: provisioning, sync, reports, the scheduler and the command line."""

@@ -1,0 +1,1 @@
+"""What a Bitrix24 record means locally: config models, entity declarations, field mapping, tables."""
