@@ -1,0 +1,371 @@
+"""Deal pipelines, stages, lead statuses and the other crm.status dictionaries of the emulated portal.
+
+``install_defaults`` builds what a fresh Russian-language portal has; the small helpers below
+answer stage questions (semantics, first stage, stage order) for the CRM handlers and the seeder.
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from connector.emulator.state import Portal
+
+DEFAULT_CATEGORY_NAME = "Общая"
+DEFAULT_CATEGORY_SORT = 0
+
+# (STATUS_ID suffix, NAME, SORT, COLOR, SEMANTICS, SYSTEM) of the deal stage template; a new
+# pipeline N gets the same rows with a ``C{N}:`` prefix.
+DEAL_STAGE_TEMPLATE: tuple[tuple[str, str, int, str, str | None, str], ...] = (
+    ("NEW", "Новая", 10, "#39A8EF", None, "Y"),
+    ("PREPARATION", "Подготовка документов", 20, "#2FC6F6", None, "N"),
+    ("PREPAYMENT_INVOICE", "Счёт на предоплату", 30, "#55D0E0", None, "N"),
+    ("EXECUTING", "В работе", 40, "#47E4C2", None, "N"),
+    ("FINAL_INVOICE", "Финальный счёт", 50, "#FFA900", None, "N"),
+    ("WON", "Сделка успешна", 60, "#7BD500", "S", "Y"),
+    ("LOSE", "Сделка провалена", 70, "#FF5752", "F", "Y"),
+    ("APOLOGY", "Анализ причины провала", 80, "#FF5752", "F", "N"),
+)
+
+LEAD_STATUS_TEMPLATE: tuple[tuple[str, str, int, str, str | None, str], ...] = (
+    ("NEW", "Не обработан", 10, "#39A8EF", None, "Y"),
+    ("IN_PROCESS", "В работе", 20, "#2FC6F6", None, "N"),
+    ("PROCESSED", "Обработан", 30, "#55D0E0", None, "N"),
+    ("CONVERTED", "Качественный лид", 40, "#7BD500", "S", "Y"),
+    ("JUNK", "Некачественный лид", 50, "#FF5752", "F", "Y"),
+)
+
+# Plain dictionaries: ENTITY_ID -> [(STATUS_ID, NAME)], sorted 10, 20, 30...
+DICTIONARIES: dict[str, tuple[tuple[str, str], ...]] = {
+    "SOURCE": (
+        ("CALL", "Звонок"),
+        ("EMAIL", "Электронная почта"),
+        ("WEB", "Веб-сайт"),
+        ("ADVERTISING", "Реклама"),
+        ("PARTNER", "Существующий клиент"),
+        ("RECOMMENDATION", "По рекомендации"),
+        ("TRADE_SHOW", "Выставка"),
+        ("WEBFORM", "CRM-форма"),
+        ("CALLBACK", "Обратный звонок"),
+        ("RC_GENERATOR", "Генератор продаж"),
+        ("STORE", "Интернет-магазин"),
+        ("OTHER", "Другое"),
+    ),
+    "CONTACT_TYPE": (
+        ("CLIENT", "Клиенты"),
+        ("SUPPLIER", "Поставщики"),
+        ("PARTNER", "Партнеры"),
+        ("OTHER", "Другое"),
+    ),
+    "COMPANY_TYPE": (
+        ("CUSTOMER", "Клиент"),
+        ("SUPPLIER", "Поставщик"),
+        ("COMPETITOR", "Конкурент"),
+        ("PARTNER", "Партнер"),
+        ("OTHER", "Другое"),
+    ),
+    "EMPLOYEES": (
+        ("EMPLOYEES_1", "менее 50"),
+        ("EMPLOYEES_2", "50-250"),
+        ("EMPLOYEES_3", "250-500"),
+        ("EMPLOYEES_4", "более 500"),
+    ),
+    "INDUSTRY": (
+        ("IT", "Информационные технологии"),
+        ("TELECOM", "Телекоммуникации и связь"),
+        ("MANUFACTURING", "Производство"),
+        ("BANKING", "Банковские услуги"),
+        ("CONSULTING", "Консалтинг"),
+        ("FINANCE", "Финансы"),
+        ("GOVERNMENT", "Правительство"),
+        ("DELIVERY", "Доставка"),
+        ("ENTERTAINMENT", "Развлечения"),
+        ("NOTPROFIT", "Не для получения прибыли"),
+        ("OTHER", "Другое"),
+    ),
+    "DEAL_TYPE": (
+        ("SALE", "Продажа"),
+        ("COMPLEX", "Комплексная продажа"),
+        ("GOODS", "Продажа товара"),
+        ("SERVICES", "Продажа услуги"),
+        ("SERVICE", "Сервисное обслуживание"),
+    ),
+}
+
+LEAD_ENTITY = "STATUS"
+DEAL_ENTITY = "DEAL_STAGE"
+_DEAL_ENTITY_RE = re.compile(r"^DEAL_STAGE(?:_(\d+))?$")
+_PREFIX_RE = re.compile(r"^C(\d+):")
+
+EXTRA_SEMANTICS = {None: "process", "S": "success", "F": "failure"}
+
+
+# ---------------------------------------------------------------------------- naming
+
+
+def stage_entity_id(category_id: int | str | None) -> str:
+    """ENTITY_ID of a deal pipeline's stages: ``DEAL_STAGE`` for 0, ``DEAL_STAGE_N`` otherwise."""
+    cat = int(category_id or 0)
+    return DEAL_ENTITY if cat == 0 else f"{DEAL_ENTITY}_{cat}"
+
+
+def category_of_entity(entity_id: str) -> int | None:
+    """The deal pipeline id of a stage ENTITY_ID (``DEAL_STAGE_3`` -> 3), None for other dictionaries."""
+    match = _DEAL_ENTITY_RE.match(entity_id or "")
+    if match is None:
+        return None
+    return int(match.group(1) or 0)
+
+
+def stage_prefix(category_id: int | str | None) -> str:
+    """The STATUS_ID prefix of a pipeline's stages: "" for 0, ``C{N}:`` otherwise."""
+    cat = int(category_id or 0)
+    return "" if cat == 0 else f"C{cat}:"
+
+
+def category_of_stage(status_id: str) -> int:
+    """The pipeline a deal STATUS_ID belongs to by its prefix (``C5:NEW`` -> 5, ``NEW`` -> 0)."""
+    match = _PREFIX_RE.match(status_id or "")
+    return int(match.group(1)) if match else 0
+
+
+# ---------------------------------------------------------------------------- index
+
+# Per-portal lookup tables, rebuilt when ``touch`` is called or the status set changes size.
+_INDEX: "weakref.WeakKeyDictionary[Portal, _Index]" = weakref.WeakKeyDictionary()
+
+
+class _Index:
+    """(ENTITY_ID, STATUS_ID) -> row, and rows of each ENTITY_ID sorted by SORT."""
+
+    def __init__(self, portal: "Portal"):
+        self.version = portal.extra.get("statuses_version", 0)
+        self.size = len(portal.statuses)
+        self.source = portal.statuses
+        self.by_code: dict[tuple[str, str], dict[str, Any]] = {}
+        self.deal_stage: dict[str, dict[str, Any]] = {}
+        grouped: dict[str, list[dict[str, Any]]] = {}
+        for row in portal.statuses.values():
+            entity = row["ENTITY_ID"]
+            self.by_code[(entity, row["STATUS_ID"])] = row
+            if category_of_entity(entity) is not None:
+                self.deal_stage[row["STATUS_ID"]] = row
+            grouped.setdefault(entity, []).append(row)
+        self.sorted: dict[str, list[dict[str, Any]]] = {
+            entity: sorted(rows, key=sort_key) for entity, rows in grouped.items()
+        }
+
+    def fresh(self, portal: "Portal") -> bool:
+        return (
+            self.source is portal.statuses
+            and self.size == len(portal.statuses)
+            and self.version == portal.extra.get("statuses_version", 0)
+        )
+
+
+def sort_key(row: dict[str, Any]) -> tuple[int, int]:
+    """Order of crm.status rows inside one dictionary: SORT, then ID."""
+    return int(row["SORT"]), int(row["ID"])
+
+
+def _index(portal: "Portal") -> _Index:
+    index = _INDEX.get(portal)
+    if index is None or not index.fresh(portal):
+        index = _Index(portal)
+        _INDEX[portal] = index
+    return index
+
+
+def touch(portal: "Portal") -> None:
+    """Mark the status dictionaries as changed (call after any add/update/delete of a status row)."""
+    portal.extra["statuses_version"] = portal.extra.get("statuses_version", 0) + 1
+
+
+# ---------------------------------------------------------------------------- helpers for other modules
+
+
+def stage_row(portal: "Portal", entity: str, status_id: str | None) -> dict[str, Any] | None:
+    """The crm.status row of a deal stage (any pipeline) or a lead status; None if unknown.
+
+    ``entity`` is "deal" or "lead".
+    """
+    if not status_id:
+        return None
+    index = _index(portal)
+    if entity == "lead":
+        return index.by_code.get((LEAD_ENTITY, status_id))
+    if entity == "deal":
+        return index.deal_stage.get(status_id)
+    raise ValueError(f"entity {entity!r} has no stages")
+
+
+def semantic_id(portal: "Portal", entity: str, status_id: str | None) -> str:
+    """``P`` (in progress), ``S`` (success) or ``F`` (failure) of a stage; unknown stages count as P."""
+    row = stage_row(portal, entity, status_id)
+    if row is None or not row.get("SEMANTICS"):
+        return "P"
+    return row["SEMANTICS"]
+
+
+def stages_of(portal: "Portal", category_id: int | str | None) -> list[dict[str, Any]]:
+    """Stages of a deal pipeline sorted by SORT (then ID); empty for an unknown pipeline."""
+    return list(_index(portal).sorted.get(stage_entity_id(category_id), ()))
+
+
+def entity_rows(portal: "Portal", entity_id: str) -> list[dict[str, Any]]:
+    """Rows of any crm.status dictionary (``SOURCE``, ``STATUS``, ``DEAL_STAGE_2``...) sorted by SORT."""
+    return list(_index(portal).sorted.get(entity_id, ()))
+
+
+def lead_statuses(portal: "Portal") -> list[dict[str, Any]]:
+    """Lead statuses (ENTITY_ID ``STATUS``) sorted by SORT."""
+    return entity_rows(portal, LEAD_ENTITY)
+
+
+def first_stage(portal: "Portal", category_id: int | str | None) -> str:
+    """STATUS_ID of the first in-progress stage of a deal pipeline (where a new deal starts)."""
+    stages = stages_of(portal, category_id)
+    for row in stages:
+        if not row.get("SEMANTICS"):
+            return row["STATUS_ID"]
+    if stages:
+        return stages[0]["STATUS_ID"]
+    raise KeyError(f"pipeline {category_id} has no stages")
+
+
+def first_lead_status(portal: "Portal") -> str:
+    """STATUS_ID where a new lead starts (the first in-progress lead status)."""
+    for row in lead_statuses(portal):
+        if not row.get("SEMANTICS"):
+            return row["STATUS_ID"]
+    return "NEW"
+
+
+def category_exists(portal: "Portal", category_id: int | str | None) -> bool:
+    """True when a deal pipeline with this id exists (0 always does on a portal with defaults)."""
+    try:
+        return int(category_id or 0) in portal.categories
+    except (TypeError, ValueError):
+        return False
+
+
+def is_known_entity(portal: "Portal", entity_id: str) -> bool:
+    """True for dictionaries this portal has: the fixed ones and the stages of existing pipelines."""
+    if entity_id in DICTIONARIES or entity_id in (LEAD_ENTITY, DEAL_ENTITY):
+        return True
+    category = category_of_entity(entity_id)
+    return category is not None and category != 0 and category_exists(portal, category) \
+        and entity_id == stage_entity_id(category)
+
+
+def is_stage_entity(entity_id: str) -> bool:
+    """True for dictionaries with semantics (lead statuses and deal stages)."""
+    return entity_id == LEAD_ENTITY or category_of_entity(entity_id) is not None
+
+
+# ---------------------------------------------------------------------------- rows
+
+
+def refresh_extra(portal: "Portal", entity_id: str) -> None:
+    """Recompute ``EXTRA`` of a stage dictionary: the first failure stage is "failure", later ones "apology"."""
+    if not is_stage_entity(entity_id):
+        return
+    seen_failure = False
+    for row in sorted((r for r in portal.statuses.values() if r["ENTITY_ID"] == entity_id), key=sort_key):
+        semantics = row.get("SEMANTICS")
+        label = EXTRA_SEMANTICS.get(semantics, "process")
+        if semantics == "F":
+            label = "apology" if seen_failure else "failure"
+            seen_failure = True
+        row["EXTRA"] = {"SEMANTICS": label, "COLOR": row.get("COLOR")}
+
+
+def new_status_row(
+    portal: "Portal",
+    entity_id: str,
+    status_id: str,
+    name: str,
+    *,
+    sort: int = 10,
+    color: str | None = None,
+    semantics: str | None = None,
+    system: bool = False,
+) -> dict[str, Any]:
+    """Create and store one crm.status row; returns it. Callers validate; this only builds the shape."""
+    category = category_of_entity(entity_id)
+    row_id = portal.next_id("status")
+    row: dict[str, Any] = {
+        "ID": str(row_id),
+        "ENTITY_ID": entity_id,
+        "STATUS_ID": status_id,
+        "NAME": name,
+        "NAME_INIT": name if system else "",
+        "SORT": str(int(sort)),
+        "SYSTEM": "Y" if system else "N",
+        "CATEGORY_ID": str(category) if category else None,
+        "COLOR": color,
+        "SEMANTICS": semantics or None,
+    }
+    portal.statuses[row_id] = row
+    if is_stage_entity(entity_id):
+        refresh_extra(portal, entity_id)
+    touch(portal)
+    return row
+
+
+def install_stage_template(portal: "Portal", category_id: int) -> list[dict[str, Any]]:
+    """Give a deal pipeline the default stage set (``C{N}:``-prefixed for N > 0)."""
+    entity_id = stage_entity_id(category_id)
+    prefix = stage_prefix(category_id)
+    return [
+        new_status_row(portal, entity_id, prefix + code, name, sort=sort, color=color,
+                       semantics=semantics, system=system == "Y")
+        for code, name, sort, color, semantics, system in DEAL_STAGE_TEMPLATE
+    ]
+
+
+def new_category(portal: "Portal", name: str, sort: int) -> dict[str, Any]:
+    """Create a deal pipeline with its default stages; returns the category object."""
+    category_id = portal.next_id("category")
+    category = {
+        "id": category_id,
+        "name": name,
+        "sort": sort,
+        "entityTypeId": 2,
+        "isDefault": "N",
+        "originId": "",
+        "originatorId": "",
+    }
+    portal.categories[category_id] = category
+    install_stage_template(portal, category_id)
+    return category
+
+
+def remove_category(portal: "Portal", category_id: int) -> None:
+    """Delete a deal pipeline and every stage of it (callers check the rules first)."""
+    entity_id = stage_entity_id(category_id)
+    for row_id in [k for k, row in portal.statuses.items() if row["ENTITY_ID"] == entity_id]:
+        del portal.statuses[row_id]
+    portal.categories.pop(category_id, None)
+    touch(portal)
+
+
+def install_defaults(portal: "Portal") -> None:
+    """Install what a fresh Russian-language portal has: pipeline 0 with its stages, lead statuses, dictionaries."""
+    with portal.lock:
+        portal.categories[0] = {
+            "id": 0,
+            "name": DEFAULT_CATEGORY_NAME,
+            "sort": DEFAULT_CATEGORY_SORT,
+            "entityTypeId": 2,
+            "isDefault": "Y",
+        }
+        for code, name, sort, color, semantics, system in LEAD_STATUS_TEMPLATE:
+            new_status_row(portal, LEAD_ENTITY, code, name, sort=sort, color=color,
+                           semantics=semantics, system=system == "Y")
+        install_stage_template(portal, 0)
+        for entity_id, items in DICTIONARIES.items():
+            for position, (code, name) in enumerate(items, start=1):
+                new_status_row(portal, entity_id, code, name, sort=position * 10, system=True)
