@@ -37,65 +37,109 @@ LEAD_STATUS_TEMPLATE: tuple[tuple[str, str, int, str, str | None, str], ...] = (
     ("JUNK", "Некачественный лид", 50, "#FF5752", "F", "Y"),
 )
 
-# Plain dictionaries: ENTITY_ID -> [(STATUS_ID, NAME)], sorted 10, 20, 30...
-DICTIONARIES: dict[str, tuple[tuple[str, str], ...]] = {
+# Other dictionaries as CCrmStatus installs them: ENTITY_ID -> [(STATUS_ID, NAME, SORT, SYSTEM)].
+DICTIONARIES: dict[str, tuple[tuple[str, str, int, str], ...]] = {
     "SOURCE": (
-        ("CALL", "Звонок"),
-        ("EMAIL", "Электронная почта"),
-        ("WEB", "Веб-сайт"),
-        ("ADVERTISING", "Реклама"),
-        ("PARTNER", "Существующий клиент"),
-        ("RECOMMENDATION", "По рекомендации"),
-        ("TRADE_SHOW", "Выставка"),
-        ("WEBFORM", "CRM-форма"),
-        ("CALLBACK", "Обратный звонок"),
-        ("RC_GENERATOR", "Генератор продаж"),
-        ("STORE", "Интернет-магазин"),
-        ("OTHER", "Другое"),
+        ("CALL", "Звонок", 10, "Y"),
+        ("EMAIL", "Электронная почта", 20, "N"),
+        ("WEB", "Веб-сайт", 30, "N"),
+        ("ADVERTISING", "Реклама", 40, "N"),
+        ("PARTNER", "Существующий клиент", 50, "N"),
+        ("RECOMMENDATION", "По рекомендации", 60, "N"),
+        ("TRADE_SHOW", "Выставка", 70, "N"),
+        ("WEBFORM", "CRM-форма", 75, "Y"),
+        ("CALLBACK", "Обратный звонок", 77, "Y"),
+        ("RC_GENERATOR", "Генератор продаж", 78, "Y"),
+        ("STORE", "Интернет-магазин", 79, "Y"),
+        ("OTHER", "Другое", 80, "N"),
     ),
     "CONTACT_TYPE": (
-        ("CLIENT", "Клиенты"),
-        ("SUPPLIER", "Поставщики"),
-        ("PARTNER", "Партнеры"),
-        ("OTHER", "Другое"),
+        ("CLIENT", "Клиенты", 10, "N"),
+        ("SUPPLIER", "Поставщики", 20, "N"),
+        ("PARTNER", "Партнеры", 30, "N"),
+        ("OTHER", "Другое", 40, "N"),
     ),
     "COMPANY_TYPE": (
-        ("CUSTOMER", "Клиент"),
-        ("SUPPLIER", "Поставщик"),
-        ("COMPETITOR", "Конкурент"),
-        ("PARTNER", "Партнер"),
-        ("OTHER", "Другое"),
+        ("CUSTOMER", "Клиент", 10, "N"),
+        ("SUPPLIER", "Поставщик", 20, "N"),
+        ("COMPETITOR", "Конкурент", 30, "N"),
+        ("PARTNER", "Партнер", 40, "N"),
+        ("OTHER", "Другое", 50, "N"),
     ),
     "EMPLOYEES": (
-        ("EMPLOYEES_1", "менее 50"),
-        ("EMPLOYEES_2", "50-250"),
-        ("EMPLOYEES_3", "250-500"),
-        ("EMPLOYEES_4", "более 500"),
+        ("EMPLOYEES_1", "менее 50", 10, "Y"),
+        ("EMPLOYEES_2", "50-250", 20, "N"),
+        ("EMPLOYEES_3", "250-500", 30, "N"),
+        ("EMPLOYEES_4", "более 500", 40, "N"),
     ),
     "INDUSTRY": (
-        ("IT", "Информационные технологии"),
-        ("TELECOM", "Телекоммуникации и связь"),
-        ("MANUFACTURING", "Производство"),
-        ("BANKING", "Банковские услуги"),
-        ("CONSULTING", "Консалтинг"),
-        ("FINANCE", "Финансы"),
-        ("GOVERNMENT", "Правительство"),
-        ("DELIVERY", "Доставка"),
-        ("ENTERTAINMENT", "Развлечения"),
-        ("NOTPROFIT", "Не для получения прибыли"),
-        ("OTHER", "Другое"),
+        ("IT", "Информационные технологии", 10, "N"),
+        ("TELECOM", "Телекоммуникации и связь", 20, "N"),
+        ("MANUFACTURING", "Производство", 30, "N"),
+        ("BANKING", "Банковские услуги", 40, "N"),
+        ("CONSULTING", "Консалтинг", 50, "N"),
+        ("FINANCE", "Финансы", 60, "N"),
+        ("GOVERNMENT", "Правительство", 70, "N"),
+        ("DELIVERY", "Доставка", 80, "N"),
+        ("ENTERTAINMENT", "Развлечения", 90, "N"),
+        ("NOTPROFIT", "Не для получения прибыли", 100, "N"),
+        ("OTHER", "Другое", 110, "N"),
     ),
     "DEAL_TYPE": (
-        ("SALE", "Продажа"),
-        ("COMPLEX", "Комплексная продажа"),
-        ("GOODS", "Продажа товара"),
-        ("SERVICES", "Продажа услуги"),
-        ("SERVICE", "Сервисное обслуживание"),
+        ("SALE", "Продажа", 10, "N"),
+        ("COMPLEX", "Комплексная продажа", 20, "N"),
+        ("GOODS", "Продажа товара", 30, "N"),
+        ("SERVICES", "Продажа услуги", 40, "N"),
+        ("SERVICE", "Сервисное обслуживание", 50, "N"),
+    ),
+    "CALL_LIST": (
+        ("IN_WORK", "В работе", 10, "Y"),
+        ("SUCCESS", "Успешный", 20, "Y"),
+        ("WRONG_NUMBER", "Неверный номер", 30, "Y"),
+        ("STOP_CALLING", "Больше не звонить", 40, "Y"),
     ),
 }
 
+QUOTE_STATUS_TEMPLATE: tuple[tuple[str, str, int, str, str | None, str], ...] = (
+    ("DRAFT", "Новое", 10, "#39A8EF", None, "Y"),
+    ("SENT", "Отправлено клиенту", 20, "#2FC6F6", None, "N"),
+    ("APPROVED", "Одобрено", 30, "#7BD500", "S", "Y"),
+    ("DECLAINED", "Отклонено", 40, "#FF5752", "F", "Y"),
+    ("APOLOGY", "Анализ причины провала", 50, "#FF5752", "F", "N"),
+)
+
+# crm.status.entity.types: (ID, NAME, extra keys) in the portal's order; deal stages are inserted
+# after DEAL_TYPE (one entry per pipeline once there is more than one), the rest follow.
+ENTITY_TYPES_HEAD: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("STATUS", "Стадии лидов", {
+        "SEMANTIC_INFO": {"START_FIELD": "NEW", "FINAL_SUCCESS_FIELD": "CONVERTED",
+                          "FINAL_UNSUCCESS_FIELD": "JUNK", "FINAL_SORT": 0},
+        "ENTITY_TYPE_ID": 1,
+    }),
+    ("SOURCE", "Источники", {}),
+    ("CONTACT_TYPE", "Тип контакта", {}),
+    ("COMPANY_TYPE", "Тип компании", {}),
+    ("EMPLOYEES", "Кол-во сотрудников", {}),
+    ("INDUSTRY", "Сфера деятельности", {}),
+    ("DEAL_TYPE", "Тип сделки", {}),
+)
+ENTITY_TYPES_TAIL: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("QUOTE_STATUS", "Стадии предложений", {
+        "SEMANTIC_INFO": {"START_FIELD": "DRAFT", "FINAL_SUCCESS_FIELD": "APPROVED",
+                          "FINAL_UNSUCCESS_FIELD": "DECLAINED", "FINAL_SORT": 0},
+        "ENTITY_TYPE_ID": 7,
+    }),
+    ("HONORIFIC", "Обращения", {}),
+    ("CALL_LIST", "Статусы обзвона", {}),
+)
+DEAL_STAGES_TYPE_NAME = "Стадии сделок"
+
 LEAD_ENTITY = "STATUS"
 DEAL_ENTITY = "DEAL_STAGE"
+QUOTE_ENTITY = "QUOTE_STATUS"
+FIXED_ENTITIES = frozenset(
+    [key for key, _, _ in ENTITY_TYPES_HEAD] + [key for key, _, _ in ENTITY_TYPES_TAIL]
+)
 _DEAL_ENTITY_RE = re.compile(r"^DEAL_STAGE(?:_(\d+))?$")
 _PREFIX_RE = re.compile(r"^C(\d+):")
 
@@ -252,17 +296,45 @@ def category_exists(portal: "Portal", category_id: int | str | None) -> bool:
 
 
 def is_known_entity(portal: "Portal", entity_id: str) -> bool:
-    """True for dictionaries this portal has: the fixed ones and the stages of existing pipelines."""
-    if entity_id in DICTIONARIES or entity_id in (LEAD_ENTITY, DEAL_ENTITY):
+    """True for dictionaries crm.status.entity.types lists: the fixed ones and the stages of existing pipelines."""
+    if entity_id in FIXED_ENTITIES or entity_id == DEAL_ENTITY:
         return True
     category = category_of_entity(entity_id)
-    return category is not None and category != 0 and category_exists(portal, category) \
-        and entity_id == stage_entity_id(category)
+    return bool(category) and category_exists(portal, category) and entity_id == stage_entity_id(category)
 
 
 def is_stage_entity(entity_id: str) -> bool:
-    """True for dictionaries with semantics (lead statuses and deal stages)."""
-    return entity_id == LEAD_ENTITY or category_of_entity(entity_id) is not None
+    """True for dictionaries with semantics (lead statuses, deal stages, quote statuses)."""
+    return entity_id in (LEAD_ENTITY, QUOTE_ENTITY) or category_of_entity(entity_id) is not None
+
+
+def categories_sorted(portal: "Portal") -> list[dict[str, Any]]:
+    """Deal pipelines in the portal's order: by sort, then id (the default one is placed by its sort too)."""
+    return sorted(portal.categories.values(), key=lambda c: (int(c["sort"]), int(c["id"])))
+
+
+def entity_types(portal: "Portal") -> list[dict[str, Any]]:
+    """crm.status.entity.types as the portal lists it, with one entry per deal pipeline once there are several."""
+    rows: list[dict[str, Any]] = [{"ID": key, "NAME": name, **extra} for key, name, extra in ENTITY_TYPES_HEAD]
+    if len(portal.categories) <= 1:
+        rows.append(_deal_stage_type(0, DEAL_STAGES_TYPE_NAME))
+    else:
+        for category in categories_sorted(portal):
+            rows.append(_deal_stage_type(category["id"], f"{DEAL_STAGES_TYPE_NAME} ({category['name']})"))
+    rows.extend({"ID": key, "NAME": name, **extra} for key, name, extra in ENTITY_TYPES_TAIL)
+    return rows
+
+
+def _deal_stage_type(category_id: int, name: str) -> dict[str, Any]:
+    prefix = stage_prefix(category_id)
+    info = {"START_FIELD": f"{prefix}NEW", "FINAL_SUCCESS_FIELD": f"{prefix}WON",
+            "FINAL_UNSUCCESS_FIELD": f"{prefix}LOSE", "FINAL_SORT": 0}
+    if category_id == 0:
+        return {"ID": DEAL_ENTITY, "NAME": name, "SEMANTIC_INFO": info, "FIELD_ATTRIBUTE_SCOPE": "",
+                "ENTITY_TYPE_ID": 2, "CATEGORY_ID": 0}
+    return {"ID": stage_entity_id(category_id), "NAME": name, "PARENT_ID": DEAL_ENTITY, "SEMANTIC_INFO": info,
+            "PREFIX": f"C{category_id}", "FIELD_ATTRIBUTE_SCOPE": f"category_{category_id}",
+            "ENTITY_TYPE_ID": 2, "CATEGORY_ID": str(category_id)}
 
 
 # ---------------------------------------------------------------------------- rows
@@ -366,6 +438,9 @@ def install_defaults(portal: "Portal") -> None:
             new_status_row(portal, LEAD_ENTITY, code, name, sort=sort, color=color,
                            semantics=semantics, system=system == "Y")
         install_stage_template(portal, 0)
+        for code, name, sort, color, semantics, system in QUOTE_STATUS_TEMPLATE:
+            new_status_row(portal, QUOTE_ENTITY, code, name, sort=sort, color=color,
+                           semantics=semantics, system=system == "Y")
         for entity_id, items in DICTIONARIES.items():
-            for position, (code, name) in enumerate(items, start=1):
-                new_status_row(portal, entity_id, code, name, sort=position * 10, system=True)
+            for code, name, sort, system in items:
+                new_status_row(portal, entity_id, code, name, sort=sort, system=system == "Y")
