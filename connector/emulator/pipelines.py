@@ -245,6 +245,11 @@ def stage_row(portal: "Portal", entity: str, status_id: str | None) -> dict[str,
     raise ValueError(f"entity {entity!r} has no stages")
 
 
+def entity_status(portal: "Portal", entity_id: str, status_id: str) -> dict[str, Any] | None:
+    """The row of any dictionary by its ENTITY_ID and STATUS_ID; None if absent."""
+    return _index(portal).by_code.get((entity_id, status_id))
+
+
 def semantic_id(portal: "Portal", entity: str, status_id: str | None) -> str:
     """``P`` (in progress), ``S`` (success) or ``F`` (failure) of a stage; unknown stages count as P."""
     row = stage_row(portal, entity, status_id)
