@@ -100,3 +100,41 @@ def emulator(make_emulator: Any, portal: Portal) -> EmulatorServer:
 def emulator_app(portal: Portal) -> EmulatorApp:
     """The ``portal`` behind an in-process app (no socket) with generous limits."""
     return EmulatorApp(portal, secret=WEBHOOK_CODE, **GENEROUS)
+
+
+@pytest.fixture
+def register_method() -> Any:
+    """``register_method(name, handler, **spec)``: a test-only method, removed again after the test."""
+    from connector.emulator import registry
+
+    added: list[str] = []
+
+    def register(name: str, handler: Any, **spec: Any) -> Any:
+        registry.load_methods()
+        registry.method(name, **spec)(handler)
+        added.append(name.lower())
+        return handler
+
+    yield register
+    for name in added:
+        registry.METHODS.pop(name, None)
+
+
+class FakeClock:
+    """A settable unix-time source for limits and token expiry: ``clock()``, ``clock.advance(s)``."""
+
+    def __init__(self, start: float = 1_780_000_000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward."""
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake clock to pass as ``make_emulator(clock=clock)``."""
+    return FakeClock()
