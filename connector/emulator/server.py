@@ -114,6 +114,8 @@ class EmulatorServer:
         self.portal = app.portal
         self._httpd = _HTTPServer((host, port), app)
         self._thread: threading.Thread | None = None
+        self._serving = threading.Event()
+        self._stop_lock = threading.Lock()
         self.host, self.port = self._httpd.server_address[:2]
         self.base_url = f"http://{self.host}:{self.port}"
         code = secret if secret is not None else next(iter(app.webhooks))
@@ -130,12 +132,13 @@ class EmulatorServer:
 
     def start(self) -> "EmulatorServer":
         """Serve in a background daemon thread; returns self."""
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="b24-emulator", daemon=True)
+        self._thread = threading.Thread(target=self.serve_forever, name="b24-emulator", daemon=True)
         self._thread.start()
         return self
 
     def serve_forever(self) -> None:
         """Serve in the calling thread until ``stop`` is called from another thread."""
+        self._serving.set()
         self._httpd.serve_forever()
 
     def stats(self) -> dict[str, Any]:
@@ -143,12 +146,15 @@ class EmulatorServer:
         return self.app.stats()
 
     def stop(self) -> None:
-        """Stop accepting, cut hanging faults short, close the socket."""
-        self._httpd.stopping.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        """Stop accepting, cut hanging faults short, close the socket (idempotent)."""
+        with self._stop_lock:
+            self._httpd.stopping.set()
+            if self._serving.is_set():
+                self._httpd.shutdown()
+                self._serving.clear()
+            self._httpd.server_close()
+            if self._thread is not None and self._thread is not threading.current_thread():
+                self._thread.join(timeout=5)
 
     def __enter__(self) -> "EmulatorServer":
         return self.start()
