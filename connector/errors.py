@@ -6,6 +6,7 @@
     │   ├── OperationTimeLimit      429 OPERATION_TIME_LIMIT: no call to *that method* before retry_at
     │   ├── ServerError             5xx, INTERNAL_SERVER_ERROR, ERROR_UNEXPECTED_ANSWER
     │   ├── TransportError          timeout, refused or dropped connection (no reply at all)
+    │   │   └── ConnectFailed       the connection was never opened: the request certainly did not arrive
     │   └── BadReplyError           an HTML page or a truncated / non-JSON body
     ├── AuthError
     │   ├── ExpiredToken            401 expired_token: refresh the OAuth token once, then repeat
@@ -65,6 +66,13 @@ class ServerError(RetriableError):
 
 class TransportError(RetriableError):
     """No reply at all: timeout, connection refused or reset."""
+
+
+class ConnectFailed(TransportError):
+    """The connection could not be opened (refused, DNS, connect timeout): nothing reached the portal.
+
+    The one transport failure after which repeating a write cannot apply it twice.
+    """
 
 
 class BadReplyError(RetriableError):
