@@ -1,0 +1,114 @@
+"""The leaky bucket and the operating-time ledger, driven by a fake clock (no real sleeps)."""
+
+from __future__ import annotations
+
+import pytest
+
+from connector.emulator.limits import LeakyBucket as PortalBucket
+from connector.ratelimit import PLANS, LeakyBucket, OperatingLedger
+
+
+def test_bucket_lets_a_burst_through_then_paces_at_the_drain_rate(fake_time):
+    bucket = LeakyBucket(50, 2.0, headroom=0, clock=fake_time, sleep=fake_time.sleep)
+    waits = [bucket.acquire() for _ in range(50)]
+    assert waits == [0.0] * 50
+    assert bucket.acquire() == pytest.approx(0.5)
+    assert bucket.acquire() == pytest.approx(0.5)
+    assert fake_time.sleeps == [pytest.approx(0.5), pytest.approx(0.5)]
+
+
+def test_bucket_drains_while_idle(fake_time):
+    bucket = LeakyBucket(10, 2.0, headroom=0, clock=fake_time, sleep=fake_time.sleep)
+    for _ in range(10):
+        bucket.acquire()
+    fake_time.advance(3.0)  # 6 slots drained
+    assert [bucket.reserve() for _ in range(6)] == [0.0] * 6
+    assert bucket.reserve() == pytest.approx(0.5)
+
+
+def test_reservations_of_concurrent_callers_queue_up(fake_time):
+    bucket = LeakyBucket(2, 2.0, headroom=0, clock=fake_time, sleep=fake_time.sleep)
+    assert [bucket.reserve() for _ in range(5)] == [0.0, 0.0, pytest.approx(0.5), pytest.approx(1.0), pytest.approx(1.5)]
+
+
+@pytest.mark.parametrize("plan", sorted(PLANS))
+def test_a_client_paced_by_our_bucket_never_overflows_the_portals_bucket(fake_time, plan):
+    burst, rate = PLANS[plan]
+    ours = LeakyBucket(burst, rate, clock=fake_time, sleep=fake_time.sleep)
+    portal = PortalBucket(rate, burst, clock=fake_time)
+    refused = 0
+    for i in range(int(burst) * 4):
+        ours.acquire()
+        refused += not portal.admit()
+        if i % 7 == 0:
+            fake_time.advance(0.13)  # some work between calls
+    assert refused == 0
+
+
+def test_bucket_believes_the_portal_after_a_503(fake_time):
+    bucket = LeakyBucket(50, 2.0, headroom=0, clock=fake_time, sleep=fake_time.sleep)
+    bucket.acquire()
+    bucket.overflowed()  # another client on our IP filled it
+    assert bucket.reserve() == pytest.approx(0.5)
+
+
+def test_enterprise_limits_are_configurable(fake_time):
+    bucket = LeakyBucket(*PLANS["enterprise"], headroom=0, clock=fake_time, sleep=fake_time.sleep)
+    assert [bucket.reserve() for _ in range(250)] == [0.0] * 250
+    assert bucket.reserve() == pytest.approx(0.2)
+
+
+def test_bucket_rejects_nonsense():
+    with pytest.raises(ValueError):
+        LeakyBucket(50, 0)
+
+
+def _time(operating, reset_at):
+    return {"start": 0, "finish": 0, "operating": operating, "operating_reset_at": reset_at}
+
+
+def test_ledger_is_silent_while_a_method_is_far_from_its_budget(fake_time):
+    ledger = OperatingLedger(480, clock=fake_time)
+    ledger.record("crm.deal.list", _time(12.5, fake_time() + 300))
+    assert ledger.operating("CRM.DEAL.LIST") == 12.5
+    assert ledger.delay("crm.deal.list") == 0.0
+
+
+def test_ledger_slows_a_method_above_80_percent_and_pauses_it_near_the_budget(fake_time):
+    ledger = OperatingLedger(480, clock=fake_time)
+    ledger.record("crm.deal.list", _time(400, fake_time() + 300))
+    assert ledger.delay("crm.deal.list") == pytest.approx(3.0)  # 1 % of the time to reset
+    ledger.record("crm.deal.list", _time(476, fake_time() + 300))
+    assert ledger.delay("crm.deal.list") == pytest.approx(300)
+    assert ledger.delay("crm.lead.list") == 0.0  # other methods keep going
+    fake_time.advance(300)
+    assert ledger.delay("crm.deal.list") == 0.0  # the oldest bucket dropped out
+
+
+def test_ledger_blocks_only_the_method_that_got_429(fake_time):
+    ledger = OperatingLedger(480, clock=fake_time)
+    until = ledger.block("crm.deal.list", fake_time() + 120)
+    assert until == fake_time() + 120
+    assert ledger.delay("crm.deal.list") == pytest.approx(120)
+    assert ledger.delay("crm.deal.get") == 0.0
+    assert ledger.delay_for(["crm.deal.get", "crm.deal.list"]) == pytest.approx(120)
+    fake_time.advance(120)
+    assert ledger.delay("crm.deal.list") == 0.0
+
+
+def test_a_429_without_retry_time_uses_the_last_known_reset_then_one_bucket(fake_time):
+    ledger = OperatingLedger(480, clock=fake_time, fallback_block=60)
+    ledger.record("crm.deal.list", _time(100, fake_time() + 200))
+    ledger.block("crm.deal.list")
+    assert ledger.delay("crm.deal.list") == pytest.approx(200)
+    ledger.block("user.get")  # nothing known about it
+    assert ledger.delay("user.get") == pytest.approx(60)
+
+
+def test_ledger_ignores_replies_without_operating_figures(fake_time):
+    ledger = OperatingLedger(480, clock=fake_time)
+    ledger.record("server.time", {"start": 1, "finish": 2})
+    ledger.record("server.time", None)
+    ledger.record("server.time", {"operating": "oops"})
+    assert ledger.operating("server.time") == 0.0
+    assert ledger.delay("server.time") == 0.0
