@@ -211,17 +211,55 @@ def stage_prefix(category_id: int) -> str:
 
 
 def read_snapshot(api: Gateway) -> Snapshot:
-    """Read deal pipelines (crm.category.list) and lead statuses and stages (crm.status.list) in two requests."""
-    result = api.call("crm.category.list", {"entityTypeId": DEAL_TYPE_ID})
-    categories = [dict(c) for c in (result or {}).get("categories", [])]
+    """Read deal pipelines (crm.category.list) and lead statuses and stages (crm.status.list, one
+    batch of one call per dictionary)."""
+    categories: list[dict[str, Any]] = []
+    while True:  # 50 pipelines a page
+        result = api.call("crm.category.list", {"entityTypeId": DEAL_TYPE_ID, "start": len(categories)})
+        page = [dict(c) for c in ((result or {}).get("categories") or [])]
+        categories += page
+        if len(page) < 50:
+            break
     entities = [LEAD_ENTITY] + [stage_entity(int(c["id"])) for c in categories]
-    replies = api.batch([("crm.status.list", {"order": {"SORT": "ASC"}, "filter": {"ENTITY_ID": e}}) for e in entities])
-    statuses = {}
-    for entity, rows in zip(entities, replies):
-        rows = [r for r in (rows or []) if r.get("ENTITY_ID") == entity]
-        statuses[entity] = sorted(rows, key=lambda r: (int(r.get("SORT") or 0), int(r.get("ID") or 0)))
+    replies = api.batch([_status_list(e) for e in entities])
+    statuses = {entity: _status_rows(rows, entity) for entity, rows in zip(entities, replies)}
     categories.sort(key=lambda c: (int(c.get("sort") or 0), int(c["id"])))
     return Snapshot(categories, statuses)
+
+
+def _status_list(entity: str) -> tuple[str, dict[str, Any]]:
+    return "crm.status.list", {"order": {"SORT": "ASC"}, "filter": {"ENTITY_ID": entity}}
+
+
+def _status_rows(result: Any, entity: str) -> list[dict[str, Any]]:
+    """crm.status.list rows of one dictionary sorted by SORT, then ID (a keyed result is accepted too)."""
+    rows = list(result.values()) if isinstance(result, dict) else list(result or [])
+    rows = [r for r in rows if r.get("ENTITY_ID") == entity]
+    return sorted(rows, key=lambda r: (int(r.get("SORT") or 0), int(r.get("ID") or 0)))
+
+
+class ClientGateway:
+    """The Gateway over ``connector.client.Bitrix24Client``: writes go in halting batches of 50."""
+
+    def __init__(self, client: Any):
+        self.client = client
+
+    def call(self, method: str, params: dict[str, Any]) -> Any:
+        """One call; its ``result``."""
+        return self.client.call(method, params).result
+
+    def batch(self, calls: Sequence[tuple[str, dict[str, Any]]]) -> list[Any]:
+        """Calls in order, halting at the first failure (raised as BatchCommandError)."""
+        return list(self.client.batch(list(calls), halt=True))
+
+    def count(self, method: str, filter: dict[str, Any]) -> int:
+        """``total`` of a list method (one counted page of IDs)."""
+        reply = self.client.call(method, {"filter": filter, "select": ["ID"], "start": 0})
+        return int(reply.total or 0)
+
+    def ids(self, method: str, filter: dict[str, Any]) -> list[int]:
+        """IDs of every matching record through the client's keyset export."""
+        return [int(row["ID"]) for row in self.client.list_all(method, filter, ["ID"])]
 
 
 # ---------------------------------------------------------------- desired state
@@ -400,15 +438,21 @@ def deletion_candidates(config: Config, snapshot: Snapshot) -> list[tuple[str, s
 
 
 def count_records(api: Gateway, needed: list[tuple[str, str | int]]) -> dict[tuple[str, str | int], int]:
-    """Number of leads or deals held by each stage / pipeline in ``needed``."""
-    counts = {}
+    """Number of leads or deals held by each stage / pipeline in ``needed``: one batch of first pages;
+    a full page (50) is followed by a counted call for the exact total."""
+    queries = []
     for what, ident in needed:
         if what == "lead":
-            counts[(what, ident)] = api.count("crm.lead.list", {"STATUS_ID": ident})
+            queries.append(("crm.lead.list", {"STATUS_ID": ident}))
         elif what == "deal":
-            counts[(what, ident)] = api.count("crm.deal.list", {"STAGE_ID": ident})
+            queries.append(("crm.deal.list", {"STAGE_ID": ident}))
         else:
-            counts[(what, ident)] = api.count("crm.deal.list", {"CATEGORY_ID": ident})
+            queries.append(("crm.deal.list", {"CATEGORY_ID": ident}))
+    pages = api.batch([(m, {"filter": f, "select": ["ID"], "start": 0}) for m, f in queries]) if queries else []
+    counts = {}
+    for item, (method, filt), rows in zip(needed, queries, pages):
+        rows = list(rows.values()) if isinstance(rows, dict) else list(rows or [])
+        counts[item] = len(rows) if len(rows) < 50 else api.count(method, filt)
     return counts
 
 
@@ -674,10 +718,8 @@ def _apply_pipelines(writer: _Writer, plan: Plan, snapshot: Snapshot) -> tuple[d
 
 
 def _read_funnel(api: Gateway, entity: str, prefix: str) -> list[Stage]:
-    rows = api.call("crm.status.list", {"order": {"SORT": "ASC"}, "filter": {"ENTITY_ID": entity}}) or []
-    rows = [r for r in rows if r.get("ENTITY_ID") == entity]
-    rows.sort(key=lambda r: (int(r.get("SORT") or 0), int(r.get("ID") or 0)))
-    return actual_stages(rows, prefix)
+    method, params = _status_list(entity)
+    return actual_stages(_status_rows(api.call(method, params), entity), prefix)
 
 
 def _apply_funnel(
@@ -877,3 +919,70 @@ def _export_stages(table: str, stages: list[Stage]) -> list[str]:
 def _toml_str(value: str) -> str:
     """A TOML basic string (JSON escapes are valid TOML escapes); Cyrillic kept as is."""
     return json.dumps(value, ensure_ascii=False)
+
+
+# ---------------------------------------------------------------- rendering
+
+_STYLE = {"create": "green", "update": "yellow", "reorder": "yellow", "move_records": "cyan", "delete": "red"}
+_MARK = {"create": "+", "update": "~", "reorder": "~", "move_records": ">", "delete": "-"}
+_LABEL = {"create": "create", "update": "update", "reorder": "reorder", "move_records": "move", "delete": "delete"}
+
+
+def render_plan(plan: Plan, console: Any) -> None:
+    """Print a plan for people: changes grouped by funnel (no-ops hidden), errors, then a summary line.
+    ``console`` is a rich Console (colour on a terminal, plain text otherwise)."""
+    from rich.markup import escape
+
+    groups: dict[str, list[Change]] = {}
+    for change in plan.changes:
+        group = "Lead statuses" if change.kind == "lead_status" else f"Pipeline {change.funnel}"
+        groups.setdefault(group, []).append(change)
+    for title, changes in groups.items():
+        shown = [c for c in changes if c.action != "noop"]
+        if not shown:
+            continue
+        console.print(f"[bold]{escape(title)}[/bold]")
+        for change in shown:
+            style = _STYLE[change.action]
+            what = "pipeline" if change.kind == "pipeline" else change.code
+            console.print(f"  [{style}]{_MARK[change.action]} {_LABEL[change.action]:<7}[/{style}] {escape(what)}  {escape(describe(change))}")
+    for error in plan.errors:
+        console.print(f"[bold red]error:[/bold red] {escape(error)}")
+    counts = plan.summary()
+    if not plan.has_changes:
+        console.print("No changes: the portal matches the config.")
+        return
+    parts = [f"{counts['create']} to create", f"{counts['update']} to update", f"{counts['reorder']} to reorder"]
+    if counts["move_records"]:
+        parts.append(f"{counts['move_records']} record move(s)")
+    parts.append(f"{counts['delete']} to delete")
+    console.print("Plan: " + ", ".join(parts) + ".")
+
+
+def _value(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else str(value)
+
+
+def describe(change: Change) -> str:
+    """One line about a change: the new object, the fields that change (before -> after), or what goes."""
+    before, after = change.before or {}, change.after or {}
+    records = "leads" if change.kind == "lead_status" else "deals"
+    if change.action == "create":
+        text = _value(after.get("name"))
+        bits = [after["semantics"]] if "semantics" in after else []
+        bits.append(f"sort {after.get('sort')}")
+        if after.get("color"):
+            bits.append(after["color"])
+        return f"{text} ({', '.join(bits)})" + (f" - {change.reason}" if change.kind == "pipeline" else "")
+    if change.action in ("update", "reorder"):
+        fields = [k for k in ("name", "sort", "color", "key") if k in after and before.get(k) != after.get(k)]
+        text = "; ".join(f"{k}: {_value(before.get(k))} -> {_value(after.get(k))}" for k in fields)
+        return text + (f" ({change.reason})" if change.reason else "")
+    if change.action == "move_records":
+        return f"{before.get('records')} {records} -> {after.get('stage')} ({change.reason})"
+    if change.action == "delete":
+        held = before.get("records", 0)
+        where = f"id {before['id']}, " if change.kind == "pipeline" else ""
+        return f"{_value(before.get('name'))} ({where}{held} {records}) - {change.reason}"
+    return ""
+
