@@ -1,0 +1,129 @@
+"""``b24sync emulator serve`` as a real subprocess: one stdout line, clean exit on signals, --state."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+LINE = re.compile(r"^webhook: http://127\.0\.0\.1:(\d+)/rest/1/([^/\s]+)/$")
+
+
+class Served:
+    """A running ``emulator serve`` process and the webhook it printed."""
+
+    def __init__(self, *args: str):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jobs.cli", "emulator", "serve", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        self.line = self._first_line()
+        match = LINE.match(self.line.rstrip("\n"))
+        assert match, f"unexpected first line {self.line!r}"
+        self.url = self.line.split(" ", 1)[1].strip()
+        self.base = self.url.split("/rest/")[0]
+
+    def _first_line(self, timeout: float = 60) -> str:
+        box: list[str] = []
+        reader = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if not box:
+            self.proc.kill()
+            raise AssertionError(f"no webhook line; stderr: {self.proc.stderr.read()}")
+        return box[0]
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str, str]:
+        self.proc.send_signal(sig)
+        out, err = self.proc.communicate(timeout=30)
+        return self.proc.returncode, out, err
+
+
+@pytest.fixture
+def served() -> Any:
+    started: list[Served] = []
+
+    def start(*args: str) -> Served:
+        proc = Served(*args)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.proc.poll() is None:
+            proc.proc.kill()
+            proc.proc.communicate()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_one_line_then_clean_exit_on_signal(served: Any, sig: int) -> None:
+    server = served("--secret", "cli-secret-code", "--rate", "100", "--burst", "100")
+    assert server.line.endswith("/rest/1/cli-secret-code/\n")
+    reply = requests.post(server.url + "batch", json={"cmd": {}}, timeout=10)
+    assert reply.status_code == 200
+    assert requests.get(server.url.replace("cli-secret-code", "wrong") + "batch", timeout=10).status_code == 401
+    code, out, err = server.stop(sig)
+    assert code == 0
+    assert out == ""  # exactly one stdout line, already read
+    assert "cli-secret-code" not in err
+
+
+def test_random_secret_when_none_given(served: Any) -> None:
+    first, second = served(), served()
+    assert first.url.split("/")[-2] != second.url.split("/")[-2]
+    assert first.url.split(":")[2] != second.url.split(":")[2]  # port 0 -> a free port each
+
+
+def test_state_survives_a_restart_with_oauth_tokens(served: Any, tmp_path: Path) -> None:
+    state, tokens_file = tmp_path / "portal.state", tmp_path / "tokens.json"
+    first = served("--state", str(state), "--oauth-client-id", "local.cli", "--oauth-client-secret", "s3cret",
+                   "--oauth-tokens", str(tokens_file))
+    tokens = json.loads(tokens_file.read_text())
+    assert oct(tokens_file.stat().st_mode & 0o777) == "0o600"
+    assert tokens["client_endpoint"] == first.base + "/rest/"
+    bound = requests.post(tokens["client_endpoint"] + "event.bind", timeout=10,
+                          json={"auth": tokens["access_token"], "event": "ONCRMDEALUPDATE", "event_type": "offline"})
+    assert bound.json()["result"] is True
+    code, _, err = first.stop()
+    assert code == 0 and state.exists()
+    assert tokens["access_token"] not in err and tokens["refresh_token"] not in err
+
+    second = served("--state", str(state))
+    listed = requests.post(second.base + "/rest/event.get", json={"auth": tokens["access_token"]}, timeout=10)
+    assert listed.json()["result"] == [{"event": "ONCRMDEALUPDATE", "handler": "", "auth_type": "0", "offline": 1}]
+    refreshed = requests.get(second.base + "/oauth/token/", timeout=10, params={
+        "grant_type": "refresh_token", "client_id": "local.cli", "client_secret": "s3cret",
+        "refresh_token": tokens["refresh_token"],
+    })
+    assert refreshed.status_code == 200
+    assert second.stop()[0] == 0
+
+
+def test_limits_and_faults_flags_reach_the_server(served: Any) -> None:
+    server = served("--burst", "2", "--rate", "0.001", "--faults", "seed=3")
+    statuses = [requests.post(server.url + "batch", timeout=10).status_code for _ in range(3)]
+    assert statuses == [200, 200, 503]
+    stats = requests.get(server.base + "/_emulator/stats", timeout=10).json()
+    assert stats["rejected_503"] == 1
+    assert server.stop()[0] == 0
+
+
+def test_bad_fault_spec_is_a_usage_error() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "emulator", "serve", "--faults", "boom=1"],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2],
+        env={**os.environ},
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert "boom" in proc.stderr
