@@ -139,7 +139,7 @@ class EmulatorServer:
     def serve_forever(self) -> None:
         """Serve in the calling thread until ``stop`` is called from another thread."""
         self._serving.set()
-        self._httpd.serve_forever()
+        self._httpd.serve_forever(poll_interval=0.05)
 
     def stats(self) -> dict[str, Any]:
         """The app's counters (same JSON as ``GET /_emulator/stats``)."""
