@@ -494,6 +494,7 @@ def _funnel_rules(
     in progress < success < failure, increasing sort values, and valid record moves."""
     problems: list[Problem] = []
     items = "statuses" if where == "leads" else "stages"
+    plural = "lead statuses" if where == "leads" else "stages"
     seen: dict[str, int] = {}
     success: list[int] = []
     failures = 0
@@ -503,6 +504,7 @@ def _funnel_rules(
     highest_key = ""
     last_sort: int | None = None
     previous = 0
+    unknown = False
     for j, stage in enumerate(stages):
         if not isinstance(stage, dict):
             continue
@@ -519,7 +521,9 @@ def _funnel_rules(
                     Problem(f"{at}.key", f"{noun} key {key!r} is longer than {key_max} characters (the portal's STATUS_ID limit)")
                 )
         semantics = stage.get("semantics", "process")
-        if semantics in rank:
+        if semantics not in rank:
+            unknown = True  # reported by the model; the group rules below would only echo it
+        else:
             if semantics == "success":
                 success.append(j)
                 if len(success) == 2:
@@ -543,7 +547,7 @@ def _funnel_rules(
                 highest, highest_key = rank[semantics], key
         sort = stage.get("sort")
         if isinstance(sort, int) and not isinstance(sort, bool):
-            if last_sort is not None and sort <= previous:
+            if last_sort is not None and 0 <= sort <= previous:
                 problems.append(
                     Problem(f"{at}.sort", f"sort {sort} must be greater than the previous {noun}'s {previous} (order = position in the file)")
                 )
@@ -551,22 +555,22 @@ def _funnel_rules(
         else:
             value = previous + SORT_STEP
         last_sort = previous = value
-    if stages:
+    if stages and not unknown:
         if not success:
             problems.append(Problem(f"{where}.{items}", f"no success {noun}: the portal needs exactly one (semantics = \"success\")"))
         if not failures:
             problems.append(Problem(f"{where}.{items}", f"no failure {noun}: the portal needs at least one (semantics = \"failure\")"))
         if not processes:
             problems.append(Problem(f"{where}.{items}", f"no in-progress {noun}: the funnel needs at least one (semantics = \"process\")"))
-    else:
-        problems.append(Problem(f"{where}.{items}", f"no {noun}s declared"))
+    elif not stages:
+        problems.append(Problem(f"{where}.{items}", f"no {plural} declared"))
     if isinstance(moves, dict):
         for old, new in moves.items():
             at = f"{where}.move_records.{old}"
             if not KEY_PATTERN.match(str(old)):
                 problems.append(Problem(at, f"key {old!r} may only hold latin letters, digits, '_' and '-'"))
             if str(old).upper() in seen:
-                problems.append(Problem(at, f"{old!r} is still declared; records are only moved off {noun}s being removed"))
+                problems.append(Problem(at, f"{old!r} is still declared; records are only moved off {plural} being removed"))
             if not isinstance(new, str):
                 problems.append(Problem(at, "the target must be the key of a declared " + noun))
             elif new.upper() not in seen:

@@ -1,0 +1,45 @@
+"""Fixtures of the provisioning tests: a client gateway to an emulator over HTTP, and portal readers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector.auth import WebhookAuth
+from connector.client import Bitrix24Client
+from connector.emulator import pipelines
+from connector.ratelimit import LeakyBucket
+from connector.transport import HttpTransport
+from jobs.provision import ClientGateway
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "config.example.toml"
+
+
+def gateway_for(server: Any) -> ClientGateway:
+    """A gateway over the real client and HTTP transport, with a bucket that never throttles tests."""
+    client = Bitrix24Client(HttpTransport(), WebhookAuth(server.url), bucket=LeakyBucket(100_000, 100_000))
+    return ClientGateway(client)
+
+
+@pytest.fixture
+def gateway(emulator: Any) -> Any:
+    """A gateway to the ``emulator`` fixture's portal."""
+    gw = gateway_for(emulator)
+    yield gw
+    gw.client.close()
+
+
+def writes(server: Any) -> int:
+    """Write calls the emulator has executed (batch commands counted one by one)."""
+    return int(server.stats()["writes_total"])
+
+
+def funnel_rows(portal: Any, entity_id: str) -> list[tuple[str, str, str, str | None, str | None]]:
+    """(STATUS_ID, NAME, SORT, COLOR, SEMANTICS) of one dictionary in portal order, read from the emulator's state."""
+    return [
+        (r["STATUS_ID"], r["NAME"], r["SORT"], r["COLOR"], r["SEMANTICS"])
+        for r in pipelines.entity_rows(portal, entity_id)
+    ]
