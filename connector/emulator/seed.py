@@ -124,6 +124,7 @@ LEAD_MEAN_DAYS = (0.6, 1.5, 3.0)
 LEADS_PER_DEAL = 1.5
 CATEGORY_SWITCH = 0.01  # share of direct default-pipeline deals moved to «Повторные продажи» at the start
 MANAGERS = 8
+PROGRESS_MIN_DEALS = 5000  # seeds this big log a progress line every 10 %
 
 
 # ---------------------------------------------------------------------------- plan
@@ -398,7 +399,6 @@ class _Player:
     # ------------------------------------------------------------ set-up at the start of the year
 
     def set_up(self) -> None:
-        self.clock.moment = self.plan.start - 30 * DAY
         self._users()
         for funnel in FUNNELS[1:]:
             reply = self.call("crm.category.add", {"entityTypeId": 2, "fields": {"name": funnel.name,
@@ -409,23 +409,16 @@ class _Player:
         self._userfields()
 
     def _users(self) -> None:
-        users = self.portal.users
-        template = dict(users[min(users)]) if users else {}
-        next_id = max(users, default=0) + 1
-        registered = datetime.fromtimestamp(self.plan.start - 60 * DAY, self.portal.tz).replace(microsecond=0)
+        """Managers as employees of the sales department, registered before the seeded year."""
+        from connector.emulator.methods import users
+
+        self.clock.moment = self.plan.start - 60 * DAY
         for name, last, second, gender in self.plan.managers:
-            user_id = next_id
-            next_id += 1
-            row = dict(template)
-            row.update({
-                "ID": str(user_id), "XML_ID": None, "ACTIVE": True, "NAME": name, "LAST_NAME": last,
-                "SECOND_NAME": second, "EMAIL": f"{_translit(name)[0]}.{_translit(last)}@example.ru",
-                "PERSONAL_GENDER": gender, "WORK_POSITION": "Менеджер по продажам",
-                "DATE_REGISTER": registered.isoformat(), "UF_DEPARTMENT": [1], "USER_TYPE": "employee",
-                "IS_ONLINE": "N",
-            })
-            users[user_id] = row
-            self.manager_ids.append(user_id)
+            row = users.new_user(self.portal, name=name, last_name=last, second_name=second, gender=gender,
+                                 email=f"{_translit(name)[0]}.{_translit(last)}@example.ru",
+                                 position="Менеджер по продажам")
+            self.manager_ids.append(int(row["ID"]))
+        self.clock.moment = self.plan.start - 30 * DAY
 
     def _userfields(self) -> None:
         self.call("crm.deal.userfield.add", {"fields": {
@@ -467,15 +460,16 @@ class _Player:
     def play(self) -> None:
         events = self.events()
         total = len(events)
-        step = max(1, total // 10)
-        loud = len(self.plan.deals) >= 5000
+        mark = 1
+        loud = len(self.plan.deals) >= PROGRESS_MIN_DEALS
         handlers = {"lead": self._lead, "lead_move": self._lead_move, "deal": self._deal,
                     "deal_move": self._deal_move}
         for number, (moment, _, kind, index, argument) in enumerate(events, start=1):
             self.clock.moment = moment
             handlers[kind](index, argument)
-            if loud and number % step == 0:
-                log.info("seed: %d%% (%d of %d operations)", 100 * number // total, number, total)
+            if loud and number * 10 >= mark * total:
+                log.info("seed: %d%% (%d of %d operations)", 10 * mark, number, total)
+                mark += 1
 
     # ------------------------------------------------------------ operations
 
