@@ -26,6 +26,7 @@ database does; the cost model charges them accordingly.
 
 from __future__ import annotations
 
+import operator
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -129,38 +130,76 @@ def _bool(value: Any) -> bool | None:
     return None
 
 
-def coerce(kind: str, value: Any, tz: tzinfo = timezone.utc) -> Any:
-    """A single value in comparable form for its kind; None when empty or unreadable."""
+def _to_int(value: Any, tz: tzinfo | None = None) -> int | None:
     if value is None or value == "":
         return None
-    if kind == "int":
-        if isinstance(value, bool):
-            return int(value)
+    if value.__class__ is int:
+        return value
+    try:
+        return int(value)
+    except (TypeError, ValueError):
         try:
-            return int(value)
-        except (TypeError, ValueError):
-            try:
-                return int(float(value))
-            except (TypeError, ValueError):
-                return None
-    if kind == "double":
-        try:
-            return float(value)
+            return int(float(value))
         except (TypeError, ValueError):
             return None
-    if kind == "datetime":
-        return parse_moment(value, tz)
-    if kind == "bool":
-        return _bool(value)
-    if kind == "char":
-        return str(value).upper()
+
+
+def _to_float(value: Any, tz: tzinfo | None = None) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _to_moment(value: Any, tz: tzinfo | None = None) -> datetime | None:
+    if value is None or value == "":
+        return None
+    return parse_moment(value, tz or timezone.utc)
+
+
+def _to_bool(value: Any, tz: tzinfo | None = None) -> bool | None:
+    if value is None or value == "":
+        return None
+    return _bool(value)
+
+
+def _to_char(value: Any, tz: tzinfo | None = None) -> str | None:
+    if value is None or value == "":
+        return None
+    return str(value).upper()
+
+
+def _to_text(value: Any, tz: tzinfo | None = None) -> str | None:
+    if value.__class__ is str:
+        return value.casefold() if value else None
+    if value is None:
+        return None
     if isinstance(value, dict):  # a multi-field item {"VALUE": ...}
-        value = value.get("VALUE")
-        if value is None:
-            return None
+        return _to_text(value.get("VALUE"))
     if isinstance(value, bool):
-        value = "1" if value else ""
+        return "1" if value else None
     return str(value).casefold()
+
+
+_CONVERTERS: dict[str, Callable[[Any, Any], Any]] = {
+    "int": _to_int,
+    "double": _to_float,
+    "datetime": _to_moment,
+    "bool": _to_bool,
+    "char": _to_char,
+}
+
+
+def converter(kind: str) -> Callable[[Any, Any], Any]:
+    """The function ``(value, tz) -> comparable`` for a kind (strings by default)."""
+    return _CONVERTERS.get(kind, _to_text)
+
+
+def coerce(kind: str, value: Any, tz: tzinfo = timezone.utc) -> Any:
+    """A single value in comparable form for its kind; None when empty or unreadable."""
+    return _CONVERTERS.get(kind, _to_text)(value, tz)
 
 
 def _is_empty(value: Any) -> bool:
@@ -236,6 +275,9 @@ def as_mapping(raw: Any, name: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- filter
 
 
+_COMPARE = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le}
+
+
 @dataclass
 class Condition:
     """One ``prefix+FIELD: value`` entry of a filter."""
@@ -247,37 +289,39 @@ class Condition:
     empty: bool = False  # "field is empty" test (eq/ne with an empty value)
     regex: re.Pattern[str] | None = None
     negate: bool = False
+    _check: Callable[[Any], bool] | None = None
 
     def test(self, row: Mapping[str, Any], tz: tzinfo) -> bool:
         """True when ``row`` satisfies the condition."""
         raw = row.get(self.field)
         if self.empty:
-            result = _is_empty(raw)
-        elif isinstance(raw, list):
-            result = any(self._one(coerce(self.kind, item, tz)) for item in raw)
+            return _is_empty(raw) != self.negate
+        check = self._check or self._build()
+        convert = _CONVERTERS.get(self.kind, _to_text)
+        if raw.__class__ is list:
+            result = any(check(convert(item, tz)) for item in raw)
         else:
-            result = self._one(coerce(self.kind, raw, tz))
+            result = check(convert(raw, tz))
         return result != self.negate
 
-    def _one(self, value: Any) -> bool:
-        if value is None:
-            return False
-        op = self.op
-        if op == "eq" or op == "in":
-            return value in self.values
-        if op == "gt":
-            return value > self.values[0]
-        if op == "ge":
-            return value >= self.values[0]
-        if op == "lt":
-            return value < self.values[0]
-        if op == "le":
-            return value <= self.values[0]
-        if op == "between":
-            return self.values[0] <= value <= self.values[1]
-        if self.regex is not None:  # contains / like
-            return self.regex.match(value) is not None
-        return False
+    def _build(self) -> Callable[[Any], bool]:
+        """The comparison as one closure (built once; filters run it per row)."""
+        op, values = self.op, self.values
+        check: Callable[[Any], bool]
+        if op in ("eq", "in"):
+            pool = frozenset(values)
+            check = pool.__contains__
+        elif op == "between":
+            low, high = values
+            check = lambda v: v is not None and low <= v <= high  # noqa: E731
+        elif op in ("gt", "ge", "lt", "le"):
+            bound, compare = values[0], _COMPARE[op]
+            check = lambda v: v is not None and compare(v, bound)  # noqa: E731
+        else:  # contains / like
+            match = self.regex.match if self.regex is not None else (lambda v: None)
+            check = lambda v: v is not None and match(v) is not None  # noqa: E731
+        self._check = check
+        return check
 
 
 @dataclass
@@ -289,11 +333,15 @@ class Group:
 
     def test(self, row: Mapping[str, Any], tz: tzinfo) -> bool:
         """True when ``row`` satisfies the group."""
-        if not self.items:
-            return True
         if self.any_of:
-            return any(item.test(row, tz) for item in self.items)
-        return all(item.test(row, tz) for item in self.items)
+            for item in self.items:
+                if item.test(row, tz):
+                    return True
+            return not self.items
+        for item in self.items:
+            if not item.test(row, tz):
+                return False
+        return True
 
 
 @dataclass
@@ -448,7 +496,9 @@ def _typed(kind: str, value: Any, schema: Schema, name: str) -> Any:
 
 def _take_id_bound(condition: Condition, schema: Schema, ids: IdRange) -> bool:
     """Move a simple top-level ID condition into the bisect bounds; True when consumed."""
-    if condition.field != schema.id_field or condition.negate or condition.empty:
+    if not isinstance(condition, Condition) or condition.field != schema.id_field:
+        return False
+    if condition.negate or condition.empty:
         return False
     if condition.op not in ("eq", "gt", "ge", "lt", "le") or len(condition.values) != 1:
         return False
@@ -502,7 +552,7 @@ def compile_order(raw: Any, schema: Schema) -> list[OrderBy]:
 def _sort_value(kind: str, value: Any, tz: tzinfo) -> tuple[int, Any]:
     if isinstance(value, list):
         value = value[0] if value else None
-    typed = coerce(kind, value, tz)
+    typed = _CONVERTERS.get(kind, _to_text)(value, tz)
     return (0, 0) if typed is None else (1, typed)
 
 

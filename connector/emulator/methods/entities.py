@@ -286,6 +286,10 @@ class Entity:
         self.to_camel = {f.name: f.item_name for f in fields if f.type != "crm_multifield"}
         self.from_camel = {camel: name for name, camel in self.to_camel.items()}
         self.kinds = {f.name: ("multi" if f.type == "crm_multifield" else query.kind_of(f.type)) for f in fields}
+        # a new record before defaults: every field at its empty value (lists copied per record)
+        self.blank = {
+            f.name: [] if f.type == "crm_multifield" or isinstance(f.empty, tuple) else f.empty for f in fields
+        }
 
     def __repr__(self) -> str:
         return f"Entity({self.name})"
@@ -602,6 +606,7 @@ class _Write:
     creating: bool
     style: _Style
     user: int
+    now: str
     stage_before: str | None = None
     category_before: int | None = None
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -654,10 +659,7 @@ def _first_status(portal: "Portal", entity_id: str) -> str | None:
 def _defaults(portal: "Portal", entity: Entity, record_id: int, user: int) -> dict[str, Any]:
     """A new record before the caller's fields: every declared field at its empty value plus the portal defaults."""
     now = portal.now_text()
-    record: dict[str, Any] = {}
-    for spec in entity.fields:
-        empty = spec.empty
-        record[spec.name] = list(empty) if isinstance(empty, tuple) else ([] if spec.type == "crm_multifield" else empty)
+    record = {name: [] if value == [] else value for name, value in entity.blank.items()}
     record["ID"] = str(record_id)
     for name in ("ASSIGNED_BY_ID", "CREATED_BY_ID", "MODIFY_BY_ID", "LAST_ACTIVITY_BY"):
         record[name] = str(user)
@@ -728,8 +730,7 @@ def _resolve_lead_status(portal: "Portal", w: _Write, special: Mapping[str, Any]
 
 def _derive(portal: "Portal", w: _Write) -> None:
     """Fields the portal computes: semantics, CLOSED, IS_NEW, HAS_*, moved/modified stamps, link lists."""
-    record, entity = w.record, w.entity
-    now = portal.now_text()
+    record, entity, now = w.record, w.entity, w.now
     if entity.name == "deal":
         stage = record["STAGE_ID"]
         semantic = pipelines.semantic_id(portal, "deal", stage)
@@ -773,14 +774,14 @@ def _sync_links(record: dict[str, Any], single: str, many: str) -> None:
 # ---------------------------------------------------------------------------- stage history
 
 
-def _history_row(portal: "Portal", entity: Entity, record: Mapping[str, Any], type_id: int) -> None:
+def _history_row(portal: "Portal", entity: Entity, record: Mapping[str, Any], type_id: int, now: str) -> None:
     """Append a crm.stagehistory.list row (creation 1, intermediate 2, final 3, pipeline change 5)."""
     if entity.name == "deal":
         row = {
             "ID": portal.next_id("stagehistory.deal"),
             "TYPE_ID": type_id,
             "OWNER_ID": int(record["ID"]),
-            "CREATED_TIME": portal.now_text(),
+            "CREATED_TIME": now,
             "CATEGORY_ID": int(record["CATEGORY_ID"] or 0),
             "STAGE_SEMANTIC_ID": record["STAGE_SEMANTIC_ID"],
             "STAGE_ID": record["STAGE_ID"],
@@ -790,7 +791,7 @@ def _history_row(portal: "Portal", entity: Entity, record: Mapping[str, Any], ty
             "ID": portal.next_id("stagehistory.lead"),
             "TYPE_ID": type_id,
             "OWNER_ID": int(record["ID"]),
-            "CREATED_TIME": portal.now_text(),
+            "CREATED_TIME": now,
             "STATUS_SEMANTIC_ID": record["STATUS_SEMANTIC_ID"],
             "STATUS_ID": record["STATUS_ID"],
         }
@@ -808,12 +809,12 @@ def _record_history(portal: "Portal", w: _Write) -> None:
         return
     semantic = record["STAGE_SEMANTIC_ID" if entity.name == "deal" else "STATUS_SEMANTIC_ID"]
     if w.creating:
-        _history_row(portal, entity, record, 1)
+        _history_row(portal, entity, record, 1, w.now)
     elif entity.name == "deal" and int(record["CATEGORY_ID"]) != w.category_before:
-        _history_row(portal, entity, record, 5)
+        _history_row(portal, entity, record, 5, w.now)
         _mark_history_filtered(portal, entity)
     elif record[entity.stage_field] != w.stage_before:
-        _history_row(portal, entity, record, 3 if semantic in ("S", "F") else 2)
+        _history_row(portal, entity, record, 3 if semantic in ("S", "F") else 2, w.now)
 
 
 # ---------------------------------------------------------------------------- add / update / delete
@@ -824,7 +825,7 @@ def add_record(call: Call, entity: Entity, fields: Mapping[str, Any], style: _St
     portal = call.portal
     record_id = portal.next_id(f"record.{entity.name}")
     record = _defaults(portal, entity, record_id, call.user_id)
-    w = _Write(entity, record, True, style, call.user_id)
+    w = _Write(entity, record, True, style, call.user_id, record["DATE_CREATE"])
     special = _apply_fields(portal, w, fields)
     if entity.name == "deal":
         _resolve_deal_stage(portal, w, special, move_category=False)
@@ -854,7 +855,7 @@ def update_record(
     if current is None:
         raise style.not_found()
     record = {k: (list(v) if isinstance(v, list) else v) for k, v in current.items()}
-    w = _Write(entity, record, False, style, call.user_id)
+    w = _Write(entity, record, False, style, call.user_id, portal.now_text())
     if entity.stage_field:
         w.stage_before = current[entity.stage_field]
     if entity.name == "deal":
@@ -972,10 +973,11 @@ def item_view(
 ) -> dict[str, Any]:
     """A record as crm.item.* returns it: camelCase, typed; ``full`` adds ``fm`` and ``entityTypeId``."""
     out: dict[str, Any] = {}
+    by_name, to_camel = entity.by_name, entity.to_camel
     for name in names:
-        spec = entity.by_name.get(name)
+        spec = by_name.get(name)
         if spec is not None:
-            out[spec.item_name] = _item_value(spec, record.get(name))
+            out[to_camel[name]] = _item_value(spec, record.get(name))
         elif name in ufs:
             out[_uf_item_name(name, original_uf)] = _uf_item_value(ufs[name], record.get(name))
     if full:
