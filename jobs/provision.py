@@ -448,12 +448,18 @@ def count_records(api: Gateway, needed: list[tuple[str, str | int]]) -> dict[tup
             queries.append(("crm.deal.list", {"STAGE_ID": ident}))
         else:
             queries.append(("crm.deal.list", {"CATEGORY_ID": ident}))
-    pages = api.batch([(m, {"filter": f, "select": ["ID"], "start": 0}) for m, f in queries]) if queries else []
     counts = {}
-    for item, (method, filt), rows in zip(needed, queries, pages):
-        rows = list(rows.values()) if isinstance(rows, dict) else list(rows or [])
+    for item, (method, filt), rows in zip(needed, queries, first_pages(api, queries)):
         counts[item] = len(rows) if len(rows) < 50 else api.count(method, filt)
     return counts
+
+
+def first_pages(api: Gateway, queries: list[tuple[str, dict[str, Any]]]) -> list[list[dict[str, Any]]]:
+    """The first page (up to 50 IDs) of each list query, all in one batch."""
+    if not queries:
+        return []
+    pages = api.batch([(m, {"filter": f, "select": ["ID"], "start": 0}) for m, f in queries])
+    return [list(rows.values()) if isinstance(rows, dict) else list(rows or []) for rows in pages]
 
 
 def diff(config: Config, snapshot: Snapshot, counts: dict[tuple[str, str | int], int] | None = None) -> Plan:
@@ -758,11 +764,11 @@ def _apply_funnel(
         ("crm.lead", "STATUS_ID", "leads") if kind == "lead_status" else ("crm.deal", "STAGE_ID", "deals")
     )
     delete_calls = []
-    for code in sorted(deletes):
-        stage = actual.get(code)
-        if stage is None:
-            continue  # already gone (an earlier run got this far)
-        ids = api.ids(f"{entity_method}.list", {field_name: prefix + code})
+    going = [code for code in sorted(deletes) if code in actual]  # the others are gone already
+    queries = [(f"{entity_method}.list", {field_name: prefix + code}) for code in going]
+    for code, query, rows in zip(going, queries, first_pages(api, queries)):
+        stage = actual[code]
+        ids = [int(r["ID"]) for r in rows] if len(rows) < 50 else api.ids(*query)
         if ids:
             target = moves.get(code)
             if target is None or target not in actual:
