@@ -109,6 +109,24 @@ def test_state_survives_a_restart_with_oauth_tokens(served: Any, tmp_path: Path)
     assert second.stop()[0] == 0
 
 
+def test_seed_and_timezone(served: Any, tmp_path: Path) -> None:
+    server = served("--seed", "120", "--timezone", "+05:00", "--rate", "100", "--burst", "100",
+                    "--state", str(tmp_path / "seeded.state"))
+    page = requests.post(server.url + "crm.deal.list", json={"select": ["ID", "DATE_CREATE"], "start": 0}, timeout=30).json()
+    assert page["total"] > 50 and page["next"] == 50
+    assert page["time"]["date_start"].endswith("+05:00")
+    assert page["result"][0]["DATE_CREATE"].endswith("+05:00")
+    added = requests.post(server.url + "crm.deal.add", json={"fields": {"TITLE": "После перезапуска"}}, timeout=30).json()
+    assert server.stop()[0] == 0
+
+    again = served("--state", str(tmp_path / "seeded.state"), "--seed", "999")  # the state file wins over --seed
+    deal = requests.post(again.url + "crm.deal.get", json={"id": added["result"]}, timeout=30).json()["result"]
+    assert deal["TITLE"] == "После перезапуска"
+    total = requests.post(again.url + "crm.deal.list", json={"select": ["ID"]}, timeout=30).json()["total"]
+    assert total == page["total"] + 1
+    assert again.stop()[0] == 0
+
+
 def test_limits_and_faults_flags_reach_the_server(served: Any) -> None:
     server = served("--burst", "2", "--rate", "0.001", "--faults", "seed=3")
     statuses = [requests.post(server.url + "batch", timeout=10).status_code for _ in range(3)]
