@@ -214,13 +214,19 @@ class KeysetExport:
         return result
 
     def set_ceiling(self, result: Any) -> None:
-        """Take the ceiling from the probe's first row; no row at all means nothing to export."""
+        """Take the ceiling from the probe page; no row at all means nothing to export.
+
+        The ceiling is trusted only when the page really came sorted by ID descending (or holds
+        every matching row): a method that ignored the order must not end the export early.
+        """
         rows = self.rows_of(result)
         if not rows:
             self.ceiling = self.cursor
             self.done = True
-        else:
-            self.ceiling = self.row_id(rows[0])
+            return
+        ids = [self.row_id(row) for row in rows]
+        descending = all(a > b for a, b in zip(ids, ids[1:]))
+        self.ceiling = max(ids) if len(ids) < PAGE or descending else None
 
     def row_id(self, row: Mapping[str, Any]) -> int:
         """The integer ID of a row (stage history gives ints or strings)."""
