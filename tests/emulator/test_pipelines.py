@@ -152,6 +152,17 @@ def test_category_list_is_sorted_and_counted(fresh: Portal) -> None:
     assert reply.total == 3
 
 
+def test_category_list_pages_by_fifty(fresh: Portal) -> None:
+    for number in range(60):
+        add_pipeline(fresh, f"Воронка {number:02d}", number)
+    first = invoke_result(fresh, "crm.category.list", entityTypeId=2)
+    second = invoke_result(fresh, "crm.category.list", entityTypeId=2, start=first.next)
+    assert (len(first.result["categories"]), first.next, first.total) == (50, 50, 61)
+    assert (len(second.result["categories"]), second.next, second.total) == (11, None, 61)
+    names = [c["name"] for c in first.result["categories"] + second.result["categories"]]
+    assert names[0] == "Общая" and len(set(names)) == 61
+
+
 def invoke_result(portal: Portal, method: str, **params: Any) -> Any:
     from connector.emulator.registry import Call, dispatch
     return dispatch(Call(portal, method, params))

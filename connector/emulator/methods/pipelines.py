@@ -13,6 +13,7 @@ from connector.emulator import costs, pipelines
 from connector.emulator.registry import ApiError, Call, Result, method
 
 DEAL_TYPE_ID = 2
+PAGE = 50  # rows per page of list methods
 _ENTITY_NAMES = {1: "LEAD", 3: "CONTACT", 4: "COMPANY", 5: "INVOICE", 7: "QUOTE", 31: "SMART_INVOICE"}
 
 MSG_AFTER_FINAL = (
@@ -127,12 +128,15 @@ def deals_in_category(portal: Any, category_id: int) -> int:
 
 @method("crm.category.list")
 def category_list(call: Call) -> Result:
-    """Deal pipelines sorted by sort then id, wrapped in ``categories``."""
+    """Deal pipelines sorted by sort then id, wrapped in ``categories``; 50 a page from ``start``."""
     _category_type(call)
-    call.charge(costs.CALL)
+    start = max(_int_or_none(call.param("start")) or 0, 0)
     with call.portal.lock:
-        rows = [dict(c) for c in pipelines.categories_sorted(call.portal)]
-    return Result({"categories": rows}, total=len(rows))
+        everything = pipelines.categories_sorted(call.portal)
+        rows = [dict(c) for c in everything[start:start + PAGE]]
+    call.charge(costs.list_page(matched=len(everything), offset=start, counted=True, returned=len(rows)))
+    more = start + PAGE < len(everything)
+    return Result({"categories": rows}, total=len(everything), next=start + PAGE if more else None)
 
 
 @method("crm.category.get")
