@@ -106,29 +106,34 @@ class HttpTransport:
 
     def fetch_token(self, url: str, query: Mapping[str, str]) -> Mapping[str, Any]:
         """GET the OAuth token endpoint (the real server takes GET) and return its JSON reply."""
+        failure: errors.B24Error | None = None
         try:
             response = self.session.get(url, params=dict(query), headers=_headers(None), timeout=self.timeout, allow_redirects=False)
-            content = response.content
+            return _token_reply(response.status_code, response.content, url)
         except rex.RequestException as exc:
-            raise _transport_error("oauth/token", exc) from None
-        return _token_reply(response.status_code, content, url)
+            failure = _transport_error("oauth/token", exc)
+        raise failure  # outside the except block: no __context__ holding the URL and its query
 
     def close(self) -> None:
         """Close pooled connections."""
         self.session.close()
 
     def _post(self, method: str, url: str, body: bytes) -> requests.Response:
+        failure: errors.B24Error | None = None
         try:
             return self.session.post(url, data=body, headers=_headers(), timeout=self.timeout, allow_redirects=False)
         except rex.RequestException as exc:
-            raise _transport_error(method, exc) from None
+            failure = _transport_error(method, exc)
+        raise failure  # outside the except block: the requests exception (with the URL) is not chained
 
     @staticmethod
     def _content(method: str, response: requests.Response) -> bytes:
+        failure: errors.B24Error | None = None
         try:
             return response.content
         except rex.RequestException as exc:
-            raise _transport_error(method, exc) from None
+            failure = _transport_error(method, exc)
+        raise failure
 
     @staticmethod
     def _moved_origin(url: str, location: str) -> str | None:
@@ -265,7 +270,7 @@ class WsgiTransport:
                 if close is not None:
                     close()
         except (ConnectionError, OSError) as exc:
-            raise errors.TransportError("", f"connection dropped ({type(exc).__name__})", 0, method) from None
+            raise errors.TransportError("", f"connection dropped ({type(exc).__name__})", 0, method) from None  # no URL in it
         status = int(str(captured.get("status", "500")).split(" ", 1)[0])
         headers = captured.get("headers", {})
         announced = headers.get("content-length")
