@@ -392,6 +392,8 @@ class _Player:
         self.channel_field = "UF_CRM_CHANNEL"
         self.contract_field = "UF_CRM_CONTRACT"
         self.contracts = 0
+        self.deal_funnel: dict[int, int] = {}  # deals moved to another pipeline
+        self.with_contract: set[int] = set()
 
     def call(self, method: str, params: dict[str, Any], user: int = 1) -> Any:
         return registry.invoke(self.portal, method, params, user_id=user)
@@ -546,13 +548,14 @@ class _Player:
         manager = self.manager_ids[deal.manager]
         stage_id = self.stage_prefix[funnel] + stage
         deal_id = self.deal_ids[index]
-        current = self.portal.records["deal"].get(deal_id, {})
-        if str(current.get("CATEGORY_ID") or "0") != str(self.category_ids[funnel]):
+        if self.deal_funnel.get(index, deal.funnel) != funnel:
+            self.deal_funnel[index] = funnel
             self.call("crm.item.update", {"entityTypeId": 2, "id": deal_id, "fields": {
                 "categoryId": self.category_ids[funnel], "stageId": stage_id}}, manager)
             return
         fields: dict[str, Any] = {"STAGE_ID": stage_id}
-        if stage in ("FINAL_INVOICE", "WON") and not current.get(self.contract_field):
+        if stage in ("FINAL_INVOICE", "WON") and index not in self.with_contract:
+            self.with_contract.add(index)
             self.contracts += 1
             year = datetime.fromtimestamp(self.clock.moment, self.portal.tz).year
             fields[self.contract_field] = f"Д-{year}/{self.contracts:05d}"
