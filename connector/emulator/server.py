@@ -110,7 +110,7 @@ class _HTTPServer(ThreadingHTTPServer):
 class EmulatorServer:
     """A running emulator: ``url`` (webhook), ``base_url``, ``portal``, ``app``, ``stats()``, ``stop()``."""
 
-    def __init__(self, app: EmulatorApp, host: str = "127.0.0.1", port: int = 0, *, user_id: int = 1, secret: str | None = None):
+    def __init__(self, app: EmulatorApp, host: str = "127.0.0.1", port: int = 0, *, secret: str | None = None):
         self.app = app
         self.portal = app.portal
         self._httpd = _HTTPServer((host, port), app)
@@ -120,7 +120,7 @@ class EmulatorServer:
         self.host, self.port = self._httpd.server_address[:2]
         self.base_url = f"http://{self.host}:{self.port}"
         code = secret if secret is not None else next(iter(app.webhooks))
-        self.url = f"{self.base_url}/rest/{user_id}/{code}/"
+        self.url = f"{self.base_url}/rest/{app.webhooks[code]}/{code}/"
         self.oauth: dict[str, Any] | None = None  # first token reply when an OAuth app was installed
 
     def __repr__(self) -> str:

@@ -210,3 +210,12 @@ def test_keep_alive_connection_is_reused(emulator: Any, echo: list) -> None:
 def test_in_process_invoke_of_batch(portal: Any, echo: list) -> None:
     reply = invoke(portal, "batch", {"cmd": {"one": "test.echo?x=1", "two": "test.echo?y=$result[one][x]"}})
     assert reply["result"] == {"one": {"x": "1"}, "two": {"y": "1"}}
+
+
+def test_webhook_of_another_user(make_emulator: Any, register_method: Any) -> None:
+    register_method("test.whoami", lambda call: call.user_id)
+    emulator = make_emulator(user_id=7)
+    assert "/rest/7/" in emulator.url
+    assert requests.get(emulator.url + "test.whoami", timeout=10).json()["result"] == 7
+    wrong_user = emulator.url.replace("/rest/7/", "/rest/1/")
+    assert requests.get(wrong_user + "test.whoami", timeout=10).status_code == 401
