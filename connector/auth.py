@@ -86,10 +86,8 @@ class WebhookAuth:
             or segments[0] != "rest"
             or not segments[1].isdigit()
         ):
-            raise ValueError(
-                "a webhook URL looks like https://PORTAL/rest/USER_ID/CODE/ "
-                f"(got {redact.mask_url(url)!r})"
-            )
+            shown = f"{parts.scheme}://{parts.netloc}/..." if parts.netloc else "something else"
+            raise ValueError(f"a webhook URL looks like https://PORTAL/rest/USER_ID/CODE/ (got {shown})")
         self.user_id = int(segments[1])
         self._code = segments[2]
         redact.register(self._code)

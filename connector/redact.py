@@ -13,8 +13,9 @@ from collections.abc import Iterable
 
 MASK = "***"
 
-# /rest/<user id>/<webhook code>/  (also /rest/api/<user id>/<code>/ for REST 3)
-_WEBHOOK_PATH = re.compile(r"(/rest/(?:api/)?\d+/)([^/\s?#'\"]+)")
+# /rest/<user id>/<webhook code>/  (also /rest/api/<user id>/<code>/ for REST 3); the user id is
+# matched loosely so that a malformed webhook URL is masked too
+_WEBHOOK_PATH = re.compile(r"(/rest/(?:api/)?[^/\s?#'\"]+/)([^/\s?#'\"]+)")
 # key=value in query strings and form bodies, "key": "value" in JSON text, key='value' in reprs
 _SECRET_KEYS = r"auth|access_token|refresh_token|client_secret|code|application_token|password"
 _QUERY_PARAM = re.compile(rf"(?i)([?&;\s]|^)({_SECRET_KEYS})=([^&\s'\"#]+)")
