@@ -346,7 +346,7 @@ def match_pipelines(
 ) -> tuple[dict[str, dict[str, Any] | None], list[str]]:
     """Pair each declared pipeline with a portal pipeline (or None: to create); also return problems.
 
-    Order of evidence: ``default = true`` -> id 0; the key recorded on the portal; an ``id`` pin;
+    Order of evidence: ``default = true`` -> id 0; an ``id`` pin; the key recorded on the portal;
     the derived key ``pipeline_{id}`` with the same name (a file exported from this portal);
     finally the same name among pipelines without a recorded key (adoption).
     """
@@ -359,33 +359,29 @@ def match_pipelines(
         result[p.key] = c
         claimed.add(int(c["id"]))
 
-    pending: list[PipelineConfig] = []
     for p in pipelines:
-        if p.default:
-            if 0 in by_id:
-                claim(p, by_id[0])
-            else:
-                problems.append(f"pipeline {p.key!r}: the portal has no default pipeline (id 0)")
-                result[p.key] = None
+        if not p.default:
             continue
+        if 0 in by_id:
+            claim(p, by_id[0])
+        else:
+            problems.append(f"pipeline {p.key!r}: the portal has no default pipeline (id 0)")
+            result[p.key] = None
+    for p in pipelines:  # an explicit pin wins, even over a key recorded earlier (that is how a key is renamed)
+        if p.default or p.id is None:
+            continue
+        category = by_id.get(p.id)
+        if category is None or int(category["id"]) in claimed:
+            problems.append(f"pipeline {p.key!r}: pinned id {p.id} does not exist on the portal")
+            result[p.key] = None
+        else:
+            claim(p, category)
+    pending = [p for p in pipelines if p.key not in result]
+    for p in pending:
         stamped = [c for c in categories if is_stamped(c) and c["originId"] == p.key and int(c["id"]) not in claimed]
         if stamped:
             claim(p, stamped[0])
-            continue
-        if p.id is not None:
-            category = by_id.get(p.id)
-            if category is None:
-                problems.append(f"pipeline {p.key!r}: pinned id {p.id} does not exist on the portal")
-                result[p.key] = None
-            elif is_stamped(category) and category["originId"] != p.key:
-                problems.append(
-                    f"pipeline {p.key!r}: pinned id {p.id} is the pipeline recorded as {category['originId']!r}"
-                )
-                result[p.key] = None
-            else:
-                claim(p, category)
-            continue
-        pending.append(p)
+    pending = [p for p in pending if p.key not in result]
     for p in pending:  # an export of this very portal: derived key and same name
         for c in categories:
             if int(c["id"]) not in claimed and not is_stamped(c) and portal_key(c) == p.key and c["name"] == p.name:
@@ -661,6 +657,8 @@ def apply(api: Gateway, plan: Plan, *, allow_delete: bool = False, progress: Pro
             by_funnel.setdefault(change.funnel, []).append(change)
     created = {c.key for c in plan.changes if c.kind == "pipeline" and c.action == "create"}
     for funnel, changes in by_funnel.items():
+        if funnel not in created and all(c.action == "noop" for c in changes):
+            continue
         if funnel == "leads":
             _apply_funnel(writer, "lead_status", "leads", LEAD_ENTITY, "", changes, template=False)
         else:

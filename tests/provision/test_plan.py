@@ -94,15 +94,15 @@ def test_a_derived_key_does_not_capture_a_different_pipeline_of_another_portal()
     assert matched[f"pipeline_{other}"] is None
 
 
-def test_bad_pins_are_reported() -> None:
+def test_a_pin_that_does_not_exist_is_reported_and_a_pin_renames_a_recorded_key() -> None:
     portal = new_portal()
     stamped = add_category(portal, "Наша", originatorId="b24sync", originId="ours")
-    config = config_with(default_pipeline(), pipeline("x", "X", "id = 77"), pipeline("y", "Y", f"id = {stamped}"))
-    _, problems = pv.match_pipelines(config.pipelines, snapshot_of(portal).categories)
-    assert problems == [
-        "pipeline 'x': pinned id 77 does not exist on the portal",
-        f"pipeline 'y': pinned id {stamped} is the pipeline recorded as 'ours'",
-    ]
+    config = config_with(default_pipeline(), pipeline("x", "X", "id = 77"), pipeline("renamed", "Наша", f"id = {stamped}"))
+    matched, problems = pv.match_pipelines(config.pipelines, snapshot_of(portal).categories)
+    assert problems == ["pipeline 'x': pinned id 77 does not exist on the portal"]
+    assert matched["renamed"]["id"] == stamped
+    change = next(c for c in pv.diff(config, snapshot_of(portal)).changes if c.key == "renamed")
+    assert (change.action, change.before["key"], change.after["key"]) == ("update", "ours", "renamed")
 
 
 # ---------------------------------------------------------------- plans the portal would not allow
