@@ -398,3 +398,22 @@ def test_userfield_names_are_unique_and_prefixed(portal: Any) -> None:
                                   {"fields": {"FIELD_NAME": "VIP", "USER_TYPE_ID": "string"}})
     assert (code, status) == ("", 400) and "UF_CRM_VIP" in text
     assert error_of(portal, "crm.contact.userfield.get", {"id": 0})[1] == "ID is not defined or invalid."
+
+
+def test_contact_link_list_and_single_link_stay_in_step(portal: Any) -> None:
+    a, b, c = (invoke(portal, "crm.contact.add", {"fields": {"NAME": n}}) for n in "ABC")
+    deal = invoke(portal, "crm.deal.add", {"fields": {"CONTACT_ID": a}})
+
+    def links() -> tuple[Any, Any]:
+        item = invoke(portal, "crm.item.get", {"entityTypeId": 2, "id": deal})["item"]
+        return invoke(portal, "crm.deal.get", {"id": deal})["CONTACT_ID"], item["contactIds"]
+
+    assert links() == (str(a), [a])
+    invoke(portal, "crm.deal.update", {"id": deal, "fields": {"CONTACT_IDS": [b, c]}})
+    assert links() == (str(b), [b, c])
+    invoke(portal, "crm.deal.update", {"id": deal, "fields": {"CONTACT_ID": a}})
+    assert links() == (str(a), [a, c])  # the single link replaces the first of the list
+    invoke(portal, "crm.deal.update", {"id": deal, "fields": {"CONTACT_IDS": []}})
+    assert links() == (None, [])
+    lead = invoke(portal, "crm.lead.add", {"fields": {}})
+    assert invoke(portal, "crm.item.get", {"entityTypeId": 1, "id": lead})["item"]["birthdate"] is None

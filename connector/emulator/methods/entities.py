@@ -470,7 +470,7 @@ def _item_value(spec: Field, value: Any) -> Any:
     if spec.multiple:
         return [_item_value(Field(spec.name, spec.type, spec.title), v) for v in value or ()]
     if value is None or value == "":
-        return spec.item_empty if value is None or spec.type in _INT_TYPES else value
+        return value if value == "" and spec.type in ("string", "char") else spec.item_empty
     if spec.type in _INT_TYPES:
         return query.coerce("int", value)
     if spec.type == "double":
@@ -607,6 +607,7 @@ class _Write:
     style: _Style
     user: int
     now: str
+    written: frozenset[str] = frozenset()
     stage_before: str | None = None
     category_before: int | None = None
     events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -629,6 +630,7 @@ def _split_input(portal: "Portal", entity: Entity, fields: Mapping[str, Any]) ->
 def _apply_fields(portal: "Portal", w: _Write, fields: Mapping[str, Any]) -> dict[str, Any]:
     """Write ordinary fields onto the record; return the stage/category requests for the entity rules."""
     standard, custom = _split_input(portal, w.entity, fields)
+    w.written = frozenset(standard)
     special: dict[str, Any] = {}
     for name, value in standard.items():
         spec = w.entity.by_name[name]
@@ -737,7 +739,7 @@ def _derive(portal: "Portal", w: _Write) -> None:
         record["STAGE_SEMANTIC_ID"] = semantic
         record["CLOSED"] = "Y" if semantic in ("S", "F") else "N"
         record["IS_NEW"] = "Y" if stage == pipelines.first_stage(portal, int(record["CATEGORY_ID"])) else "N"
-        _sync_links(record, "CONTACT_ID", "CONTACT_IDS")
+        _sync_links(record, "CONTACT_ID", "CONTACT_IDS", w.written)
     elif entity.name == "lead":
         semantic = pipelines.semantic_id(portal, "lead", record["STATUS_ID"])
         record["STATUS_SEMANTIC_ID"] = semantic
@@ -747,7 +749,7 @@ def _derive(portal: "Portal", w: _Write) -> None:
         else:
             record["DATE_CLOSED"] = ""
     elif entity.name == "contact":
-        _sync_links(record, "COMPANY_ID", "COMPANY_IDS")
+        _sync_links(record, "COMPANY_ID", "COMPANY_IDS", w.written)
     if entity.multi:
         record["HAS_PHONE"] = "Y" if record.get("PHONE") else "N"
         record["HAS_EMAIL"] = "Y" if record.get("EMAIL") else "N"
@@ -760,15 +762,17 @@ def _derive(portal: "Portal", w: _Write) -> None:
         record["MODIFY_BY_ID"] = str(w.user)
 
 
-def _sync_links(record: dict[str, Any], single: str, many: str) -> None:
-    """Keep the deprecated single link (CONTACT_ID) and the link list (CONTACT_IDS) in step."""
+def _sync_links(record: dict[str, Any], single: str, many: str, written: frozenset[str]) -> None:
+    """Keep the deprecated single link (CONTACT_ID) the first of the link list (CONTACT_IDS).
+
+    Writing the list decides the single link; writing only the single link puts it first.
+    """
     links = [str(v) for v in record.get(many) or ()]
-    first = record.get(single)
-    if links and first not in links:
-        record[single] = links[0]
-    elif first and first not in links:
-        links.insert(0, first)
+    if single in written and many not in written:
+        first = record.get(single)
+        links = ([first] if first else []) + [link for link in links[1:] if link != first]
     record[many] = links
+    record[single] = links[0] if links else None
 
 
 # ---------------------------------------------------------------------------- stage history
