@@ -228,3 +228,25 @@ def test_every_field_has_a_description() -> None:
 
     walk(Config)
     assert len(seen) >= 8
+
+
+def test_the_config_reference_in_the_docs_names_every_field() -> None:
+    from pydantic import BaseModel
+
+    from mappings.config import _inner_model
+    from tests.provision.conftest import ROOT
+
+    docs = (ROOT / "docs" / "provisioning.md").read_text(encoding="utf-8")
+    missing = []
+
+    def walk(model: type[BaseModel]) -> None:
+        for name, field in model.model_fields.items():
+            forms = (f"`{name}`", f"{name} =", f"[{name}]", f"[[{name}]]", f".{name}]")
+            if not any(form in docs for form in forms):
+                missing.append(f"{model.__name__}.{name}")
+            inner = _inner_model(field.annotation)
+            if inner is not None:
+                walk(inner)
+
+    walk(Config)
+    assert missing == []
