@@ -214,9 +214,11 @@ def read_snapshot(api: Gateway) -> Snapshot:
     """Read deal pipelines (crm.category.list) and lead statuses and stages (crm.status.list, one
     batch of one call per dictionary)."""
     categories: list[dict[str, Any]] = []
-    while True:  # 50 pipelines a page
+    seen: set[int] = set()
+    while True:  # 50 pipelines a page; stop at a short page or one that brings nothing new
         result = api.call("crm.category.list", {"entityTypeId": DEAL_TYPE_ID, "start": len(categories)})
-        page = [dict(c) for c in ((result or {}).get("categories") or [])]
+        page = [dict(c) for c in ((result or {}).get("categories") or []) if int(c["id"]) not in seen]
+        seen.update(int(c["id"]) for c in page)
         categories += page
         if len(page) < 50:
             break
@@ -356,6 +358,7 @@ def match_pipelines(
     problems: list[str] = []
 
     def claim(p: PipelineConfig, c: dict[str, Any]) -> None:
+        """Pair a declared pipeline with a portal pipeline that nothing else may take."""
         result[p.key] = c
         claimed.add(int(c["id"]))
 
@@ -683,6 +686,7 @@ class _Writer:
         self.writes = 0
 
     def run(self, calls: list[tuple[str, dict[str, Any]]], message: str) -> list[Any]:
+        """Report ``message`` and send ``calls`` in halting batches; their results in order."""
         if not calls:
             return []
         self.say(message)

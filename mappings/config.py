@@ -169,7 +169,10 @@ class StageConfig(_Model):
     )
     color: str | None = Field(default=None, description="Colour '#RRGGBB'; left as the portal has it when omitted.")
     sort: int | None = Field(
-        default=None, ge=0, description="Explicit SORT; derived from the order (previous + 10) when omitted."
+        default=None,
+        ge=0,
+        description="Explicit SORT, not lower than the previous stage's (equal values are ordered by the portal's ID); "
+        "derived from the order (previous + 10) when omitted.",
     )
 
     @field_validator("key")
@@ -547,9 +550,9 @@ def _funnel_rules(
                 highest, highest_key = rank[semantics], key
         sort = stage.get("sort")
         if isinstance(sort, int) and not isinstance(sort, bool):
-            if last_sort is not None and 0 <= sort <= previous:
+            if last_sort is not None and 0 <= sort < previous:
                 problems.append(
-                    Problem(f"{at}.sort", f"sort {sort} must be greater than the previous {noun}'s {previous} (order = position in the file)")
+                    Problem(f"{at}.sort", f"sort {sort} is lower than the previous {noun}'s {previous} (order = position in the file)")
                 )
             value = sort
         else:

@@ -217,3 +217,12 @@ def test_adopting_a_hand_made_pipeline_records_its_key(make_emulator: Any) -> No
     # the seeded pipelines hold deals in stages the example removes, and "Тендеры" is not declared
     assert any("'Тендеры'" in e and "holds" in e for e in plan.errors)
     assert any(e.startswith("pipeline 'repeat'") and "holds" in e and "say where they go" in e for e in plan.errors)
+
+
+def test_export_of_hand_made_stages_with_equal_sorts_reads_back_as_no_changes(emulator: Any, gateway: Any) -> None:
+    gateway.call("crm.status.add", {"fields": {"ENTITY_ID": "DEAL_STAGE", "STATUS_ID": "TWIN", "NAME": "Близнец", "SORT": 20}})
+    gateway.call("crm.status.add", {"fields": {"ENTITY_ID": "STATUS", "STATUS_ID": "UC_7K2", "NAME": "Без цвета", "SORT": 35}})
+    text = pv.export(gateway)
+    assert 'key = "TWIN"\nname = "Близнец"\nsort = 20' in text
+    assert 'key = "UC_7K2"\nname = "Без цвета"\nsort = 35' in text  # no colour on the portal: none written
+    assert not pv.plan(parse_config(text), gateway).has_changes
