@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from connector.auth import Auth, JsonFileTokenStore, OAuthAuth, WebhookAuth
-from connector.client import Bitrix24Client
+from connector.client import Bitrix24Client, RetryPolicy
 from connector.encoding import parse_pairs
 from connector.errors import B24Error
 from connector.redact import redact
@@ -169,6 +169,10 @@ def open_client(
 # ---------------------------------------------------------------- b24sync call
 
 
+# an admin at a terminal wants an answer within seconds, not the 11 minutes a sync job may wait
+CLI_RETRY = RetryPolicy(attempts=4, max_elapsed=120.0)
+
+
 class CallFailed(Exception):
     """``b24sync call`` could not do its work; the message is safe to print, ``exit_code`` says how."""
 
@@ -222,7 +226,7 @@ def run_call(
     """``b24sync call``: print one method's result as pretty JSON, or with ``stream_all`` every record as JSON lines."""
     params = parse_cli_pairs(pairs)
     try:
-        client = open_client(webhook, config, environ=environ, transport=transport)
+        client = open_client(webhook, config, environ=environ, transport=transport, retry=CLI_RETRY)
     except PortalNotConfigured as exc:
         raise CallFailed(redact(str(exc)), 2) from None
     try:
