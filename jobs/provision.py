@@ -264,6 +264,11 @@ class ClientGateway:
         return [int(row["ID"]) for row in self.client.list_all(method, filter, ["ID"])]
 
 
+def as_gateway(api: Any) -> Gateway:
+    """A Gateway as is; a ``Bitrix24Client`` wrapped in ``ClientGateway``."""
+    return api if hasattr(api, "count") and hasattr(api, "ids") else ClientGateway(api)
+
+
 # ---------------------------------------------------------------- desired state
 
 
@@ -406,8 +411,10 @@ def match_pipelines(
 # ---------------------------------------------------------------- planning
 
 
-def plan(config: Config, api: Gateway) -> Plan:
-    """Read the portal and compare it with the config; counts records only where a delete is planned."""
+def plan(config: Config, api: Gateway | Any) -> Plan:
+    """Read the portal and compare it with the config; counts records only where a delete is planned.
+    ``api`` is a Gateway or a ``Bitrix24Client``."""
+    api = as_gateway(api)
     snapshot = read_snapshot(api)
     needed = deletion_candidates(config, snapshot)
     counts = count_records(api, needed)
@@ -631,7 +638,7 @@ def _check_key_lengths(result: Plan, p: PipelineConfig, desired: Funnel, categor
 Progress = Callable[[str], None]
 
 
-def apply(api: Gateway, plan: Plan, *, allow_delete: bool = False, progress: Progress | None = None) -> int:
+def apply(api: Gateway | Any, plan: Plan, *, allow_delete: bool = False, progress: Progress | None = None) -> int:
     """Run a plan against the portal and return the number of write calls made.
 
     Refuses a plan with errors, deletions without ``allow_delete``, and a plan whose fingerprint no
@@ -639,6 +646,7 @@ def apply(api: Gateway, plan: Plan, *, allow_delete: bool = False, progress: Pro
     was killed halfway leaves a state from which a fresh plan converges.
     """
     say = progress or (lambda message: None)
+    api = as_gateway(api)
     if plan.errors:
         raise ProvisionError(plan.errors)
     deletions = plan.deletions()
@@ -856,9 +864,10 @@ def _delete_pipeline(writer: _Writer, change: Change) -> None:
 # ---------------------------------------------------------------- export
 
 
-def export(api: Gateway) -> str:
-    """The portal's lead statuses and deal pipelines as a config file that ``plan`` reads back as no changes."""
-    return export_snapshot(read_snapshot(api))
+def export(api: Gateway | Any) -> str:
+    """The portal's lead statuses and deal pipelines as a config file that ``plan`` reads back as no changes.
+    ``api`` is a Gateway or a ``Bitrix24Client``."""
+    return export_snapshot(read_snapshot(as_gateway(api)))
 
 
 def export_snapshot(snapshot: Snapshot) -> str:

@@ -226,3 +226,11 @@ def test_export_of_hand_made_stages_with_equal_sorts_reads_back_as_no_changes(em
     assert 'key = "TWIN"\nname = "Близнец"\nsort = 20' in text
     assert 'key = "UC_7K2"\nname = "Без цвета"\nsort = 35' in text  # no colour on the portal: none written
     assert not pv.plan(parse_config(text), gateway).has_changes
+
+
+def test_the_jobs_accept_the_bitrix24_client_itself(emulator: Any, gateway: Any) -> None:
+    client = gateway.client
+    config = load_config(EXAMPLE)
+    assert pv.export(client) == pv.export(gateway)
+    assert pv.apply(client, pv.plan(config, client), allow_delete=True) == writes(emulator)
+    assert not pv.plan(config, client).has_changes
