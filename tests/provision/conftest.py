@@ -43,3 +43,13 @@ def funnel_rows(portal: Any, entity_id: str) -> list[tuple[str, str, str, str | 
         (r["STATUS_ID"], r["NAME"], r["SORT"], r["COLOR"], r["SEMANTICS"])
         for r in pipelines.entity_rows(portal, entity_id)
     ]
+
+
+def cli(*args: str, url: str | None = None) -> Any:
+    """Run ``b24sync provision ARGS`` through click's runner (stdin is not a terminal), with ``--webhook url``."""
+    from click.testing import CliRunner
+
+    from jobs.cli import main
+
+    extra = ["--webhook", url] if url else []
+    return CliRunner().invoke(main, ["provision", *args, *extra], catch_exceptions=False)

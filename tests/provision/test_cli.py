@@ -10,17 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from click.testing import CliRunner
-
 from jobs import provision as pv
-from jobs.cli import main
 from mappings.config import parse_config
 from tests.provision.conftest import EXAMPLE, gateway_for, writes
-
-
-def run(*args: str, url: str | None = None) -> Any:
-    extra = ["--webhook", url] if url else []
-    return CliRunner().invoke(main, ["provision", *args, *extra], catch_exceptions=False)
+from tests.provision.conftest import cli as run
 
 
 def test_plan_apply_plan_with_detailed_exit_codes(emulator: Any) -> None:

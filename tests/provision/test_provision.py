@@ -10,7 +10,7 @@ import pytest
 
 from jobs import provision as pv
 from mappings.config import load_config, parse_config
-from tests.provision.conftest import EXAMPLE, funnel_rows, gateway_for, writes
+from tests.provision.conftest import EXAMPLE, cli, funnel_rows, gateway_for, writes
 
 
 def test_fresh_portal_gets_exactly_the_declared_funnels(emulator: Any, gateway: Any) -> None:
@@ -62,6 +62,14 @@ def test_drift_shows_exactly_the_two_changes_and_apply_restores(emulator: Any, g
     assert shown == [("update", "stage", "sales/NEEDS"), ("delete", "stage", "sales/HANDMADE")]
     update = plan.actionable[0]
     assert (update.before["name"], update.after["name"]) == ("Переименовано вручную", "Выявление потребностей/болей")
+    shown_by_cli = cli("plan", "--config", str(EXAMPLE), "--detailed-exitcode", url=emulator.url)
+    assert shown_by_cli.exit_code == 2
+    assert shown_by_cli.output.splitlines() == [
+        "Pipeline sales",
+        '  ~ update  NEEDS  name: "Переименовано вручную" -> "Выявление потребностей/болей"',
+        '  - delete  HANDMADE  "Ручная стадия" (0 deals) - not declared in the config',
+        "Plan: 0 to create, 1 to update, 0 to reorder, 1 to delete.",
+    ]
 
     with pytest.raises(pv.ProvisionError, match="--allow-delete"):
         pv.apply(gateway, plan)
