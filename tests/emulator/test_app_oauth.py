@@ -235,3 +235,8 @@ def test_offline_queue_is_split_by_auth_connector(app: Any) -> None:
 
 def test_event_names_are_upper_case_crm_events() -> None:
     assert all(name == name.upper() and name.startswith("ON") for name in KNOWN_EVENTS)
+
+
+def test_bad_limit_is_a_400_not_a_crash(app: Any) -> None:
+    reply = call(app, "event.offline.get", app.oauth["access_token"], limit="many")
+    assert (reply.status, reply.json()["error"]) == (400, "ERROR_ARGUMENT")

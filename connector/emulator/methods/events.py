@@ -178,7 +178,7 @@ def _queue(call: Call) -> list[dict[str, Any]]:
 @method("event.offline.get", oauth_only=True, scope="basic")
 def event_offline_get(call: Call) -> dict[str, Any]:
     """Take the first queued records: ``clear=1`` deletes them, ``clear=0`` reserves them under a process_id."""
-    limit = max(1, int(call.param("limit") or PAGE))
+    limit = max(1, _int(call.param("limit"), PAGE))
     clear = is_true(call.param("clear", 1))
     want_error = 1 if is_true(call.param("error", 0)) else 0
     process_id = call.param("process_id") or None
@@ -202,6 +202,13 @@ def event_offline_get(call: Call) -> dict[str, Any]:
             for row in picked:
                 row["PROCESS_ID"] = process_id
         return {"process_id": process_id, "events": [_public(r, with_state=False) for r in picked]}
+
+
+def _int(value: Any, default: int) -> int:
+    try:
+        return int(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        raise ApiError("ERROR_ARGUMENT", f"Invalid number: {value!r}", 400) from None
 
 
 def _ids(value: Any) -> set[str] | None:
@@ -247,7 +254,7 @@ def event_offline_error(call: Call) -> bool:
 @method("event.offline.list", oauth_only=True, scope="basic")
 def event_offline_list(call: Call) -> Result:
     """Read the queue without changing it, 50 per page, with PROCESS_ID and ERROR."""
-    start = max(0, int(call.param("start") or 0))
+    start = max(0, _int(call.param("start"), 0))
     with call.portal.lock:
         rows = [r for r in _queue(call) if _matches(r, call.param("filter"))]
         rows = _ordered(rows, call.param("order"), "ID")
