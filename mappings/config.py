@@ -12,9 +12,9 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 # ---------------------------------------------------------------- portal rules the config must follow
 
@@ -154,14 +154,30 @@ class ScheduleConfig(_Model):
 # ---------------------------------------------------------------- lead statuses and deal pipelines
 
 
+def _check_key(value: str) -> str:
+    if not KEY_PATTERN.match(value):
+        raise ValueError(f"key {value!r} may only hold latin letters, digits, '_' and '-'")
+    return value
+
+
+def _check_name(value: str) -> str:
+    if not value.strip():
+        raise ValueError("name must not be blank")
+    return value
+
+
+Key = Annotated[str, AfterValidator(_check_key)]
+Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX), AfterValidator(_check_name)]
+
+
 class StageConfig(_Model):
     """One deal stage or lead status. Its position in the file is its position in the funnel."""
 
-    key: str = Field(
+    key: Key = Field(
         description="Stable identity: the portal's STATUS_ID, without the C{N}: prefix of non-default pipelines "
         "(write PREPARATION, not C3:PREPARATION). Renames and reorders keep it; latin letters, digits, _ and -."
     )
-    name: str = Field(min_length=1, max_length=NAME_MAX, description="Name shown in the CRM.")
+    name: Name = Field(description="Name shown in the CRM.")
     semantics: Semantics = Field(
         default="process",
         description="process (in progress), success (the one won stage) or failure (lost). "
@@ -174,18 +190,6 @@ class StageConfig(_Model):
         description="Explicit SORT, not lower than the previous stage's (equal values are ordered by the portal's ID); "
         "derived from the order (previous + 10) when omitted.",
     )
-
-    @field_validator("key")
-    @classmethod
-    def _key(cls, value: str) -> str:
-        return _check_key(value)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("name must not be blank")
-        return value
 
     @field_validator("color")
     @classmethod
@@ -211,11 +215,11 @@ class LeadsConfig(_Model):
 class PipelineConfig(_Model):
     """One deal pipeline (crm.category) with its stages."""
 
-    key: str = Field(
+    key: Key = Field(
         description="Stable identity of the pipeline in this file and on the portal (recorded in the pipeline's "
         "originId), surviving renames and moves between portals. Latin letters, digits, _ and -."
     )
-    name: str = Field(min_length=1, max_length=NAME_MAX, description="Pipeline name shown in the CRM.")
+    name: Name = Field(description="Pipeline name shown in the CRM.")
     default: bool = Field(default=False, description="True for the portal's default pipeline (id 0). Exactly one may say so.")
     id: int | None = Field(
         default=None,
@@ -230,18 +234,6 @@ class PipelineConfig(_Model):
         description="Stages to remove that may still hold deals: OLD_KEY = \"DECLARED_KEY\". "
         "Their deals are moved there (within this pipeline) before the stage is deleted.",
     )
-
-    @field_validator("key")
-    @classmethod
-    def _key(cls, value: str) -> str:
-        return _check_key(value)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("name must not be blank")
-        return value
 
 
 class Config(_Model):
@@ -258,32 +250,24 @@ class Config(_Model):
     )
 
 
-def _check_key(value: str) -> str:
-    if not KEY_PATTERN.match(value):
-        raise ValueError(f"key {value!r} may only hold latin letters, digits, '_' and '-'")
-    return value
-
-
-def stage_sorts(stages: list[StageConfig], step: int = SORT_STEP) -> list[int]:
-    """SORT of each stage: its explicit ``sort``, else the previous value plus ``step`` (the first is ``step``)."""
+def derived_sorts(explicit: list[int | None], step: int) -> list[int]:
+    """Each explicit value as is, else the previous value plus ``step`` (the first is ``step``)."""
     result: list[int] = []
     previous = 0
-    for stage in stages:
-        value = stage.sort if stage.sort is not None else previous + step
-        result.append(value)
-        previous = value
+    for value in explicit:
+        previous = value if value is not None else previous + step
+        result.append(previous)
     return result
+
+
+def stage_sorts(stages: list[StageConfig]) -> list[int]:
+    """SORT of each stage: explicit, else the previous value plus 10."""
+    return derived_sorts([s.sort for s in stages], SORT_STEP)
 
 
 def pipeline_sorts(pipelines: list[PipelineConfig]) -> list[int]:
     """Sort of each pipeline: explicit, else the previous value plus 100."""
-    result: list[int] = []
-    previous = 0
-    for pipeline in pipelines:
-        value = pipeline.sort if pipeline.sort is not None else previous + PIPELINE_SORT_STEP
-        result.append(value)
-        previous = value
-    return result
+    return derived_sorts([p.sort for p in pipelines], PIPELINE_SORT_STEP)
 
 
 # ---------------------------------------------------------------- errors

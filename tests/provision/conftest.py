@@ -53,3 +53,17 @@ def cli(*args: str, url: str | None = None) -> Any:
 
     extra = ["--webhook", url] if url else []
     return CliRunner().invoke(main, ["provision", *args, *extra], catch_exceptions=False)
+
+
+def funnel_toml(table: str, rows: list[tuple[str, str, str]]) -> str:
+    """``[[table]]`` TOML tables for (key, name, semantics) rows, blank lines between them."""
+    tables = []
+    for key, name, semantics in rows:
+        text = f'[[{table}]]\nkey = "{key}"\nname = "{name}"'
+        tables.append(text + (f'\nsemantics = "{semantics}"' if semantics != "process" else ""))
+    return "\n\n".join(tables) + "\n"
+
+
+# the smallest legal funnels: one stage of each kind
+LEADS = funnel_toml("leads.statuses", [("NEW", "Новый", "process"), ("CONVERTED", "Сделка", "success"), ("JUNK", "Брак", "failure")])
+STAGES = funnel_toml("pipelines.stages", [("NEW", "Новая", "process"), ("WON", "Успех", "success"), ("LOSE", "Провал", "failure")])

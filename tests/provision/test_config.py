@@ -15,45 +15,11 @@ from mappings.config import (
     pipeline_sorts,
     stage_sorts,
 )
-from tests.provision.conftest import EXAMPLE
-
-LEADS = """\
-[[leads.statuses]]
-key = "NEW"
-name = "Новый"
-
-[[leads.statuses]]
-key = "CONVERTED"
-name = "Сделка"
-semantics = "success"
-
-[[leads.statuses]]
-key = "JUNK"
-name = "Брак"
-semantics = "failure"
-"""
-
+from tests.provision.conftest import EXAMPLE, LEADS, STAGES
 
 def pipeline(stages: str, head: str = 'key = "sales"\nname = "Продажи"\ndefault = true\n') -> str:
     """A [[pipelines]] table with the given head lines and stage tables."""
     return "[[pipelines]]\n" + head + "\n" + textwrap.dedent(stages)
-
-
-GOOD_STAGES = """\
-[[pipelines.stages]]
-key = "NEW"
-name = "Новая"
-
-[[pipelines.stages]]
-key = "WON"
-name = "Успех"
-semantics = "success"
-
-[[pipelines.stages]]
-key = "LOSE"
-name = "Провал"
-semantics = "failure"
-"""
 
 
 def test_example_config_declares_the_guide_funnels() -> None:
@@ -90,10 +56,10 @@ def test_minimal_file_is_valid_and_sections_default() -> None:
 
 
 def test_explicit_sort_values_are_kept_and_the_rest_follow() -> None:
-    config = parse_config(pipeline(GOOD_STAGES.replace('name = "Успех"', 'name = "Успех"\nsort = 55')))
+    config = parse_config(pipeline(STAGES.replace('name = "Успех"', 'name = "Успех"\nsort = 55')))
     assert stage_sorts(config.pipelines[0].stages) == [10, 55, 65]
     # equal values happen on real portals (stages made by hand); an export must read back
-    config = parse_config(pipeline(GOOD_STAGES.replace('name = "Успех"', 'name = "Успех"\nsort = 10')))
+    config = parse_config(pipeline(STAGES.replace('name = "Успех"', 'name = "Успех"\nsort = 10')))
     assert stage_sorts(config.pipelines[0].stages) == [10, 10, 20]
 
 
@@ -106,43 +72,43 @@ BAD = [
      "bad.toml:4: leads.statuses[0].colour: unknown setting 'colour' (did you mean 'color'?)"),
     ("typo-in-portal", '[portal]\nwebhook_evn = "X"\n',
      "bad.toml:2: portal.webhook_evn: unknown setting 'webhook_evn' (did you mean 'webhook_env'?)"),
-    ("bad-colour", pipeline(GOOD_STAGES.replace('name = "Успех"', 'name = "Успех"\ncolor = "#12345"')),
+    ("bad-colour", pipeline(STAGES.replace('name = "Успех"', 'name = "Успех"\ncolor = "#12345"')),
      "bad.toml:13: pipelines[0].stages[1].color: '#12345' is not a colour: write it as #RRGGBB"),
-    ("unknown-semantics", pipeline(GOOD_STAGES.replace('semantics = "failure"', 'semantics = "lost"')),
+    ("unknown-semantics", pipeline(STAGES.replace('semantics = "failure"', 'semantics = "lost"')),
      "bad.toml:18: pipelines[0].stages[2].semantics: unknown semantics 'lost': use one of process, success, failure"),
-    ("duplicate-stage-key", pipeline(GOOD_STAGES.replace('key = "WON"', 'key = "new"')),
+    ("duplicate-stage-key", pipeline(STAGES.replace('key = "WON"', 'key = "new"')),
      "bad.toml:11: pipelines[0].stages[1].key: duplicate stage key 'new' (first at stages[0])"),
-    ("two-success", pipeline(GOOD_STAGES.replace('semantics = "failure"', 'semantics = "success"') + '\n[[pipelines.stages]]\nkey = "L2"\nname = "x"\nsemantics = "failure"\n'),
+    ("two-success", pipeline(STAGES.replace('semantics = "failure"', 'semantics = "success"') + '\n[[pipelines.stages]]\nkey = "L2"\nname = "x"\nsemantics = "failure"\n'),
      "bad.toml:18: pipelines[0].stages[2].semantics: a second success stage: the portal allows exactly one (first: 'WON')"),
-    ("no-success", pipeline(GOOD_STAGES.replace('semantics = "success"', 'semantics = "process"')),
+    ("no-success", pipeline(STAGES.replace('semantics = "success"', 'semantics = "process"')),
      "bad.toml:6: pipelines[0].stages: no success stage: the portal needs exactly one"),
     ("no-failure", LEADS.replace('semantics = "failure"', 'semantics = "process"').replace(
         'key = "CONVERTED"\nname = "Сделка"\nsemantics = "success"', 'key = "CONVERTED"\nname = "Сделка"\nsemantics = "process"')
      + '\n[[leads.statuses]]\nkey = "WIN"\nname = "w"\nsemantics = "success"\n',
      "bad.toml:1: leads.statuses: no failure lead status: the portal needs at least one"),
-    ("process-after-success", pipeline(GOOD_STAGES + '\n[[pipelines.stages]]\nkey = "LATE"\nname = "Поздно"\n'),
+    ("process-after-success", pipeline(STAGES + '\n[[pipelines.stages]]\nkey = "LATE"\nname = "Поздно"\n'),
      "bad.toml:20: pipelines[0].stages[3].semantics: process stage 'LATE' comes after failure stage 'LOSE'"),
-    ("bad-key-charset", pipeline(GOOD_STAGES.replace('key = "NEW"', 'key = "НОВАЯ"')),
+    ("bad-key-charset", pipeline(STAGES.replace('key = "NEW"', 'key = "НОВАЯ"')),
      "bad.toml:7: pipelines[0].stages[0].key: key 'НОВАЯ' may only hold latin letters, digits, '_' and '-'"),
-    ("key-with-prefix", pipeline(GOOD_STAGES.replace('key = "NEW"', 'key = "C3:NEW"')),
+    ("key-with-prefix", pipeline(STAGES.replace('key = "NEW"', 'key = "C3:NEW"')),
      "bad.toml:7: pipelines[0].stages[0].key: key 'C3:NEW' may only hold"),
     ("lead-key-too-long", LEADS.replace('key = "JUNK"', 'key = "JUNK_JUNK_JUNK_JUNK_JU"'),
      "bad.toml:11: leads.statuses[2].key: lead status key 'JUNK_JUNK_JUNK_JUNK_JU' is longer than 21 characters"),
-    ("sort-not-increasing", pipeline(GOOD_STAGES.replace('name = "Провал"', 'name = "Провал"\nsort = 15')),
+    ("sort-not-increasing", pipeline(STAGES.replace('name = "Провал"', 'name = "Провал"\nsort = 15')),
      "bad.toml:18: pipelines[0].stages[2].sort: sort 15 is lower than the previous stage's 20"),
-    ("negative-sort", pipeline(GOOD_STAGES.replace('name = "Провал"', 'name = "Провал"\nsort = -5')),
+    ("negative-sort", pipeline(STAGES.replace('name = "Провал"', 'name = "Провал"\nsort = -5')),
      "bad.toml:18: pipelines[0].stages[2].sort: Input should be greater than or equal to 0"),
-    ("missing-name", pipeline(GOOD_STAGES.replace('name = "Новая"\n', '')),
+    ("missing-name", pipeline(STAGES.replace('name = "Новая"\n', '')),
      "bad.toml:6: pipelines[0].stages[0].name: missing required setting 'name'"),
-    ("blank-name", pipeline(GOOD_STAGES.replace('name = "Новая"', 'name = "   "')),
+    ("blank-name", pipeline(STAGES.replace('name = "Новая"', 'name = "   "')),
      "bad.toml:8: pipelines[0].stages[0].name: name must not be blank"),
-    ("two-defaults", pipeline(GOOD_STAGES) + pipeline(GOOD_STAGES, 'key = "b"\nname = "Б"\ndefault = true\n'),
+    ("two-defaults", pipeline(STAGES) + pipeline(STAGES, 'key = "b"\nname = "Б"\ndefault = true\n'),
      "bad.toml:22: pipelines[1].default: a second default pipeline; the portal has one (pipelines[0])"),
-    ("duplicate-pipeline-key", pipeline(GOOD_STAGES) + pipeline(GOOD_STAGES, 'key = "sales"\nname = "Б"\n'),
+    ("duplicate-pipeline-key", pipeline(STAGES) + pipeline(STAGES, 'key = "sales"\nname = "Б"\n'),
      "bad.toml:20: pipelines[1].key: duplicate pipeline key 'sales' (first used by pipelines[0])"),
-    ("default-with-id", pipeline(GOOD_STAGES, 'key = "s"\nname = "S"\ndefault = true\nid = 3\n'),
+    ("default-with-id", pipeline(STAGES, 'key = "s"\nname = "S"\ndefault = true\nid = 3\n'),
      "bad.toml:5: pipelines[0].id: the default pipeline is always id 0; remove id"),
-    ("move-to-unknown", pipeline(GOOD_STAGES) + '\n[pipelines.move_records]\nOLD = "NOPE"\n',
+    ("move-to-unknown", pipeline(STAGES) + '\n[pipelines.move_records]\nOLD = "NOPE"\n',
      "bad.toml:21: pipelines[0].move_records.OLD: target 'NOPE' is not a declared stage of this funnel"),
     ("move-declared-stage", LEADS + '\n[leads.move_records]\nJUNK = "NEW"\n',
      "bad.toml:16: leads.move_records.JUNK: 'JUNK' is still declared; records are only moved off lead statuses being removed"),
@@ -168,7 +134,7 @@ def test_every_problem_is_reported_at_once_in_file_order(tmp_path) -> None:
         '[portal]\nburts = 50\n\n'
         + LEADS.replace('key = "JUNK"', 'key = "CONVERTED"')
         + "\n"
-        + pipeline(GOOD_STAGES.replace('name = "Успех"', 'name = "Успех"\ncolor = "red"').replace('semantics = "failure"', 'semantics = "fail"'))
+        + pipeline(STAGES.replace('name = "Успех"', 'name = "Успех"\ncolor = "red"').replace('semantics = "failure"', 'semantics = "fail"'))
     )
     path = tmp_path / "b24sync.toml"
     path.write_text(text, encoding="utf-8")

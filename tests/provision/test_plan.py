@@ -13,7 +13,7 @@ from connector.emulator import new_portal, pipelines
 from connector.emulator.registry import invoke
 from jobs import provision as pv
 from mappings.config import load_config, parse_config
-from tests.provision.conftest import EXAMPLE
+from tests.provision.conftest import EXAMPLE, STAGES
 
 
 def snapshot_of(portal: Any) -> pv.Snapshot:
@@ -21,21 +21,6 @@ def snapshot_of(portal: Any) -> pv.Snapshot:
     categories = [dict(c) for c in pipelines.categories_sorted(portal)]
     entities = ["STATUS"] + [pv.stage_entity(c["id"]) for c in categories]
     return pv.Snapshot(categories, {e: [dict(r) for r in pipelines.entity_rows(portal, e)] for e in entities})
-
-
-STAGES = """
-[[pipelines.stages]]
-key = "NEW"
-name = "Новая"
-[[pipelines.stages]]
-key = "WON"
-name = "Успех"
-semantics = "success"
-[[pipelines.stages]]
-key = "LOSE"
-name = "Провал"
-semantics = "failure"
-"""
 
 
 def config_with(*pipelines_toml: str) -> Any:
