@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from connector import errors
+from connector.client import RetryPolicy
 from connector.emulator.limits import LeakyBucket as PortalBucket
 from connector.ratelimit import PLANS, LeakyBucket, OperatingLedger
 
@@ -112,3 +114,36 @@ def test_ledger_ignores_replies_without_operating_figures(fake_time):
     ledger.record("server.time", {"operating": "oops"})
     assert ledger.operating("server.time") == 0.0
     assert ledger.delay("server.time") == 0.0
+
+
+# ---------------------------------------------------------------- the client against the emulator's real limits
+
+
+def test_a_polite_client_sees_no_503_at_the_default_limits(make_emulator, client_for, fake_time):
+    server = make_emulator(rate=2.0, burst=50.0, clock=fake_time)  # the portal's defaults, on fake time
+    client = client_for(server, burst=50, rate=2.0)
+    for _ in range(130):
+        client.call("profile")
+    assert server.stats()["rejected_503"] == 0
+    assert sum(fake_time.sleeps) == pytest.approx((130 - 49) / 2.0, abs=1.0)  # paced at 2/s after the burst
+
+
+def test_an_impolite_client_would_have_seen_503s(make_emulator, client_for, fake_time):
+    """The control for the test above: without our bucket the same calls overflow the portal's."""
+    server = make_emulator(rate=2.0, burst=50.0, clock=fake_time)
+    client = client_for(server, retry=RetryPolicy(attempts=1))
+    with pytest.raises(errors.QueryLimitExceeded):
+        for _ in range(130):
+            client.call("profile")
+    assert server.stats()["rejected_503"] == 1
+
+
+def test_the_ledger_pauses_a_method_before_the_portal_blocks_it(make_emulator, client_for, fake_time):
+    server = make_emulator(operating_budget=0.05, clock=fake_time)
+    client = client_for(server)
+    client.ledger = OperatingLedger(0.05, safety=0.01, clock=fake_time)
+    for _ in range(60):
+        client.call("crm.deal.list", {"start": -1, "select": ["ID"]})
+    assert server.stats()["rejected_429"] == 0
+    assert client.counters["ledger_pauses"] >= 1 and max(fake_time.sleeps) >= 590
+    assert client.ledger.operating("crm.deal.list") < 0.05
