@@ -564,25 +564,9 @@ class Bitrix24Client:
         failures = 0
         first = True
         while not export.done:
-            if first:
-                commands = {"top": (method, export.probe()), "p0": (method, export.page(export.cursor))}
-            elif strategy == "chain":
-                count = export.pages_wanted(batch_size)
-                commands = {
-                    f"p{i}": (method, export.page(export.cursor if i == 0 else export.reference(f"p{i - 1}")))
-                    for i in range(count)
-                }
-            else:
-                count = export.pages_wanted(batch_size)
-                low = export.cursor
-                commands = {}
-                for i in range(count):
-                    lo, hi = low + PAGE * i, min(low + PAGE * (i + 1), export.ceiling or 0)
-                    if lo >= hi:
-                        break
-                    commands[f"w{i}"] = (method, export.window(lo, hi))
-                if not commands:
-                    break
+            commands = self._export_commands(export, strategy, batch_size, first)
+            if not commands:
+                break
             parts = self._send_batch(commands, halt=True)
             progressed = False
             for name, (_, page_params) in commands.items():
@@ -618,6 +602,26 @@ class Bitrix24Client:
             if progressed:
                 failures = 0
         self.counters["exported_rows"] += export.rows
+
+    @staticmethod
+    def _export_commands(export: KeysetExport, strategy: str, batch_size: int, first: bool) -> dict[str, tuple[str, dict[str, Any]]]:
+        """The commands of the next export batch: the probe and the first page, a chain, or windows."""
+        method = export.method
+        if first:
+            return {"top": (method, export.probe()), "p0": (method, export.page(export.cursor))}
+        count = export.pages_wanted(batch_size)
+        if strategy == "chain" or export.ceiling is None:  # windows need a trusted ceiling
+            return {
+                f"p{i}": (method, export.page(export.cursor if i == 0 else export.reference(f"p{i - 1}")))
+                for i in range(count)
+            }
+        commands = {}
+        for i in range(count):
+            low, high = export.cursor + PAGE * i, min(export.cursor + PAGE * (i + 1), export.ceiling)
+            if low >= high:
+                break
+            commands[f"w{i}"] = (method, export.window(low, high))
+        return commands
 
     # ---------------------------------------------------------------- typed helpers
 

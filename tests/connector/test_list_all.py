@@ -140,10 +140,11 @@ def test_string_ids_in_an_items_shape(seeded, client_for, register_method):
     assert [r["ID"] for r in rows] == [str(r["ID"]) for r in seeded.portal.history[2]]
 
 
-def test_a_method_that_ignores_the_order_does_not_end_the_export_early(seeded, client_for, register_method):
+@pytest.mark.parametrize("strategy", ["chain", "window"])
+def test_a_method_that_ignores_the_order_does_not_end_the_export_early(seeded, client_for, register_method, strategy):
     _history_method(register_method, "test.unordered.list", honour_order=False)
     client = client_for(seeded)
-    rows = list(client.list_all("test.unordered.list", shape=ListShape("items", "ID")))
+    rows = list(client.list_all("test.unordered.list", shape=ListShape("items", "ID"), strategy=strategy))
     assert [r["ID"] for r in rows] == [str(r["ID"]) for r in seeded.portal.history[2]]
 
 
