@@ -98,7 +98,7 @@ def call_command(method: str, pairs: tuple[str, ...], webhook: str | None, confi
 
 @main.group()
 def provision() -> None:
-    """Lead statuses, deal pipelines and stages as code: plan, apply, export (see docs/provisioning.md)."""
+    """Lead statuses, deal pipelines and stages as code: plan, apply, export (see the README, "Provisioning")."""
 
 
 def _fail(message: str, code: int = 1) -> None:
