@@ -342,8 +342,12 @@ def main() -> None:
     common = {"latency": args.latency, "workdir": workdir, "size": args.deals}
     results: list[Figures] = []
 
+    def done(figures: Figures) -> None:
+        print(f"  measured: {figures.name} ({figures.wall:.1f} s)", flush=True)
+
     ours_plain, baseline = run_phase("b24sync list_all", "ours", state, **common)
     results.append(ours_plain)
+    done(ours_plain)
     tenth = baseline[len(baseline) // 10]
     results.append(run_phase("b24sync list_all, 10% rows", "ours", state, le=tenth, **common)[0])
     fb_plain = None

@@ -17,8 +17,10 @@ from __future__ import annotations
 import logging
 import math
 import random
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -264,6 +266,19 @@ def _as_int(value: Any, key: str) -> int:
         raise ValueError(f"filter {key!r} must be an integer ID, got {value!r}") from None
 
 
+@dataclass
+class Segment:
+    """The rows of ``low < ID <= high`` fetched by one chained batch; ``cursor`` is the last ID reached."""
+
+    low: int
+    high: int
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    cursor: int = 0
+    complete: bool = False
+    error: errors.B24Error | None = None  # a retriable page error that cut the chain short
+    failed: str = ""  # the command that failed
+
+
 # ---------------------------------------------------------------- batch replies
 
 
@@ -333,6 +348,11 @@ class Bitrix24Client:
         self.retry = retry or RetryPolicy()
         self.rng = rng or random.Random()
         self.counters: Counter[str] = Counter()
+        self._counters_lock = threading.Lock()
+
+    def _count(self, name: str, amount: int = 1) -> None:
+        with self._counters_lock:
+            self.counters[name] += amount
 
     @classmethod
     def from_webhook(cls, url: str, *, plan: str = "standard", **options: Any) -> "Bitrix24Client":
@@ -397,7 +417,7 @@ class Bitrix24Client:
 
     def _log_retry(self, method: str, state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        self.counters["retries"] += 1
+        self._count("retries")
         log.warning(
             redact.redact(
                 f"{method}: {type(exc).__name__} {getattr(exc, 'code', '') or ''}".rstrip()
@@ -411,7 +431,7 @@ class Bitrix24Client:
         try:
             return self._send(method, params)
         except errors.ExpiredToken:
-            self.counters["expired_token"] += 1
+            self._count("expired_token")
             self.auth.refresh(generation, self.transport.fetch_token)
             self._throttle(methods)
             return self._send(method, params)
@@ -420,20 +440,20 @@ class Bitrix24Client:
         delay = self.ledger.delay_for(methods)
         if delay > 0:
             log.info("pausing %.1f s for the operating-time budget of %s", delay, ", ".join(sorted(set(methods))))
-            self.counters["ledger_pauses"] += 1
+            self._count("ledger_pauses")
             self.sleep(delay)
         self.bucket.acquire()
 
     def _send(self, method: str, params: dict[str, Any]) -> Reply:
-        self.counters["requests"] += 1
+        self._count("requests")
         try:
             reply = self.transport.send(method, params, self.auth)
         except errors.OperationTimeLimit as exc:
-            self.counters["429"] += 1
+            self._count("429")
             self.ledger.block(method, exc.retry_at)
             raise
         except errors.QueryLimitExceeded:
-            self.counters["503"] += 1
+            self._count("503")
             self.bucket.overflowed()
             raise
         self.ledger.record(method, reply.time)
@@ -509,7 +529,7 @@ class Bitrix24Client:
             if not again:
                 return done
             log.warning("batch: %d command(s) failed with retriable errors; repeating them in %.1f s", len(again), wait)
-            self.counters["retries"] += 1
+            self._count("retries")
             self.sleep(wait)
             pending = again
         return done
@@ -545,6 +565,7 @@ class Bitrix24Client:
         strategy: str = "chain",
         batch_size: int = MAX_BATCH,
         shape: ListShape | None = None,
+        concurrency: int = 3,
     ) -> Iterator[dict[str, Any]]:
         """Yield every record of a list method once, in ID order, holding at most one batch in memory.
 
@@ -556,6 +577,12 @@ class Bitrix24Client:
         added, changed or deleted during the export never cause a repeat or a skip of a record that
         existed throughout: the cursor only moves forward over IDs. ``shape`` overrides the paging
         shape for a method ``SHAPES`` does not know.
+
+        With ``concurrency > 1`` (chain strategy) the ID range below the ceiling is cut into segments
+        expected to hold 2,500 rows each, and up to ``concurrency`` segments are fetched at once; rows
+        are still yielded in ID order, and memory holds at most ``concurrency`` batches. A segment
+        ends at its upper bound or at a short page, as the docs' recipe has it; the sequential chain
+        (``concurrency=1``) goes further and re-reads after a short page below the ceiling.
         """
         if strategy not in ("chain", "window"):
             raise ValueError("strategy must be 'chain' or 'window'")
@@ -564,6 +591,9 @@ class Bitrix24Client:
         failures = 0
         first = True
         while not export.done:
+            if not first and strategy == "chain" and concurrency > 1 and export.ceiling is not None:
+                yield from self._export_segments(export, batch_size, concurrency)
+                break
             commands = self._export_commands(export, strategy, batch_size, first)
             if not commands:
                 break
@@ -579,7 +609,7 @@ class Bitrix24Client:
                         raise errors.BatchCommandError(name, error)
                     wait = 0.0 if isinstance(error, errors.OperationTimeLimit) else self._jitter(failures)
                     log.warning("%s: page %s failed with %s; resuming after ID %d in %.1f s", method, name, type(error).__name__, export.cursor, wait)
-                    self.counters["retries"] += 1
+                    self._count("retries")
                     self.sleep(wait)
                     break
                 if name not in parts.results:
@@ -601,7 +631,90 @@ class Bitrix24Client:
                 first = False
             if progressed:
                 failures = 0
-        self.counters["exported_rows"] += export.rows
+        self._count("exported_rows", export.rows)
+
+    def _export_segments(self, export: KeysetExport, batch_size: int, concurrency: int) -> Iterator[dict[str, Any]]:
+        """Fetch ``(cursor, ceiling]`` as segments, ``concurrency`` at a time, and yield rows in ID order."""
+        assert export.ceiling is not None
+        start, span_rows = export.cursor, export.rows
+        width = self._segment_width(export.rows, export.cursor - start, batch_size)
+        next_low = export.cursor
+        pending: deque[tuple[int, int, Future[Segment]]] = deque()
+        pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="b24-export")
+        failures = 0
+        try:
+            while True:
+                while len(pending) < concurrency and next_low < export.ceiling:
+                    high = min(next_low + width, export.ceiling)
+                    pending.append((next_low, high, pool.submit(self._fetch_segment, export, next_low, high, batch_size)))
+                    next_low = high
+                if not pending:
+                    break
+                low, high, future = pending.popleft()
+                segment = future.result()
+                while True:
+                    for row in segment.rows:
+                        rid = export.row_id(row)
+                        if rid > export.cursor:
+                            export.cursor = rid
+                            export.rows += 1
+                            yield row
+                    if segment.complete:
+                        break
+                    failures = failures + 1 if segment.cursor <= low else 0
+                    if failures >= self.retry.attempts:
+                        error = segment.error or errors.BadReplyError("", "the export does not advance", 0, export.method)
+                        raise errors.BatchCommandError(segment.failed or "segment", error)
+                    if segment.error is not None and not isinstance(segment.error, errors.OperationTimeLimit):
+                        self.sleep(self._jitter(max(1, failures)))
+                    low = segment.cursor
+                    segment = self._fetch_segment(export, low, high, batch_size)  # the rest of it, before later ones
+                export.cursor = max(export.cursor, high)
+                width = self._segment_width(export.rows - span_rows, export.cursor - start, batch_size)
+        finally:
+            for _, _, future in pending:
+                future.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
+        export.done = True
+
+    @staticmethod
+    def _segment_width(rows: int, span: int, batch_size: int) -> int:
+        """IDs a segment should span to hold one batch of rows, from the density seen so far."""
+        target = PAGE * batch_size
+        if rows <= 0 or span <= 0:
+            return target
+        return max(PAGE, int(target * span / rows))
+
+    def _fetch_segment(self, export: KeysetExport, low: int, high: int, batch_size: int) -> Segment:
+        """One chained batch over ``low < ID <= high``; complete when a short page or ``high`` is reached."""
+        count = max(1, min(batch_size, math.ceil((high - low) / PAGE)))
+        commands = {
+            f"s{i}": (export.method, export.window(low if i == 0 else export.reference(f"s{i - 1}"), high))
+            for i in range(count)
+        }
+        parts = self._send_batch(commands, halt=True)
+        segment = Segment(low, high, cursor=low)
+        for name in commands:
+            if name in parts.errors:
+                error = command_error(parts.errors[name], export.method)
+                if not isinstance(error, errors.RetriableError):
+                    raise errors.BatchCommandError(name, error)
+                log.warning("%s: page %s failed with %s; resuming after ID %d", export.method, name, type(error).__name__, segment.cursor)
+                self._count("retries")
+                segment.error, segment.failed = error, name
+                return segment
+            if name not in parts.results:
+                return segment
+            page = export.rows_of(parts.results[name])
+            for row in page:
+                rid = export.row_id(row)
+                if segment.cursor < rid <= high:
+                    segment.rows.append(row)
+                    segment.cursor = rid
+            if len(page) < PAGE or segment.cursor >= high:
+                segment.complete = True
+                return segment
+        return segment
 
     @staticmethod
     def _export_commands(export: KeysetExport, strategy: str, batch_size: int, first: bool) -> dict[str, tuple[str, dict[str, Any]]]:

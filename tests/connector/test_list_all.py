@@ -180,9 +180,10 @@ class ShortPageTransport:
 
 
 def test_a_short_page_in_the_middle_of_a_chain_skips_nothing(seeded, client_for):
+    """The sequential chain does not trust a short page below the ceiling (concurrent segments do, as the docs' recipe)."""
     client = client_for(seeded)
-    client.transport = ShortPageTransport(client.transport)
-    ids = [int(r["ID"]) for r in client.list_all("crm.deal.list", select=["ID"])]
+    client.transport = ShortPageTransport(client.transport, "p3")
+    ids = [int(r["ID"]) for r in client.list_all("crm.deal.list", select=["ID"], concurrency=1)]
     assert client.transport.done
     assert ids == sorted(seeded.portal.records["deal"])  # resumed from the cursor, nothing repeated
 
@@ -250,18 +251,22 @@ class LockstepTransport:
     def __init__(self, inner, churn):
         self.inner, self.churn, self.requests = inner, churn, 0
         self.fetch_token, self.close = inner.fetch_token, inner.close
+        self.lock = threading.Lock()
 
     def send(self, method, params, auth):
-        self.requests += 1
-        if self.requests > 1:
-            self.churn.go.release()
-            assert self.churn.stepped.acquire(timeout=30)
+        with self.lock:  # export threads take turns with the churn thread
+            self.requests += 1
+            if self.requests > 1:
+                self.churn.go.release()
+                assert self.churn.stepped.acquire(timeout=30)
         return self.inner.send(method, params, auth)
 
 
-@pytest.mark.parametrize("strategy", ["chain", "window"])
-@pytest.mark.parametrize("batch_size", [3, 50])
-def test_churn_during_export_never_repeats_or_skips_a_surviving_deal(seeded, client_for, strategy, batch_size):
+@pytest.mark.parametrize(
+    ("strategy", "batch_size", "concurrency"),
+    [("chain", 3, 1), ("chain", 50, 1), ("window", 3, 1), ("window", 50, 1), ("chain", 3, 3), ("chain", 50, 3)],
+)
+def test_churn_during_export_never_repeats_or_skips_a_surviving_deal(seeded, client_for, strategy, batch_size, concurrency):
     portal = seeded.portal
     before = set(portal.records["deal"])
     exporter, writer = client_for(seeded), client_for(seeded)
@@ -269,7 +274,7 @@ def test_churn_during_export_never_repeats_or_skips_a_surviving_deal(seeded, cli
     exporter.transport = LockstepTransport(exporter.transport, churn)
     churn.thread.start()
     try:
-        rows = list(exporter.list_all("crm.deal.list", select=["ID", "TITLE"], strategy=strategy, batch_size=batch_size))
+        rows = list(exporter.list_all("crm.deal.list", select=["ID", "TITLE"], strategy=strategy, batch_size=batch_size, concurrency=concurrency))
     finally:
         churn.stop = True
         churn.go.release()
@@ -303,7 +308,7 @@ def test_churn_from_a_free_running_thread(seeded, client_for):
     thread = threading.Thread(target=hammer, daemon=True)
     thread.start()
     try:
-        ids = [int(r["ID"]) for r in exporter.list_all("crm.deal.list", select=["ID"], batch_size=2)]
+        ids = [int(r["ID"]) for r in exporter.list_all("crm.deal.list", select=["ID"], batch_size=2, concurrency=4)]
     finally:
         done.set()
         thread.join(10)
@@ -317,22 +322,28 @@ def test_list_all_rejects_unknown_strategy(emulator, client_for):
         list(client_for(emulator).list_all("crm.deal.list", strategy="offset"))
 
 
-def test_retry_policy_in_list_all_is_bounded(seeded, client_for):
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_retry_policy_in_list_all_is_bounded(seeded, client_for, concurrency):
     """A page that keeps failing with a retriable error ends the export after the allowed attempts."""
     client = client_for(seeded, retry=RetryPolicy(attempts=3, base=0.01))
 
     class Failing:
+        """After the first request, the first page of every batch fails with a 500."""
+
         def __init__(self, inner):
             self.inner, self.fetch_token, self.close = inner, inner.fetch_token, inner.close
+            self.batches = 0
 
         def send(self, method, params, auth):
             reply = self.inner.send(method, params, auth)
-            body = dict(reply.result)
-            body["result"] = {k: v for k, v in body["result"].items() if k in ("top",)} if isinstance(body["result"], dict) else {}
-            body["result_error"] = {"p0": {"error": "INTERNAL_SERVER_ERROR", "error_description": "Internal server error"}}
+            self.batches += 1
+            if method != "batch" or self.batches == 1:
+                return reply
+            first = next(iter(params["cmd"]))
+            body = {**reply.result, "result": {}, "result_error": {first: {"error": "INTERNAL_SERVER_ERROR", "error_description": "Internal server error"}}}
             return replace(reply, result=body)
 
     client.transport = Failing(client.transport)
     with pytest.raises(errors.BatchCommandError) as info:
-        list(client.list_all("crm.deal.list"))
+        list(client.list_all("crm.deal.list", concurrency=concurrency))
     assert isinstance(info.value.error, errors.ServerError)
