@@ -103,7 +103,7 @@ def test_export_writes_a_file_that_plans_as_no_changes(emulator: Any, tmp_path: 
 
 def test_plan_refuses_errors_with_exit_1(emulator: Any, tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
-    config.write_text(EXAMPLE.read_text(encoding="utf-8").replace('key = "LOSE"\nname = "Сделка проиграна"', 'key = "LOST"\nname = "Сделка проиграна"').replace('APOLOGY = "LOSE"', 'APOLOGY = "LOST"'), encoding="utf-8")
+    config.write_text(EXAMPLE.read_text(encoding="utf-8").replace('key = "LOSE"\nname = "Сделка проиграна"', 'key = "LOST"\nname = "Сделка проиграна"').replace('APOLOGY = "LOSE"', 'APOLOGY = "LOST"', 1), encoding="utf-8")
     result = run("plan", "--config", str(config), "--detailed-exitcode", url=emulator.url)
     assert result.exit_code == 1
     assert "error: pipeline 'sales': stage 'LOSE' ('Сделка провалена') is a system stage" in result.output

@@ -205,7 +205,7 @@ def test_the_config_reference_in_the_docs_names_every_field() -> None:
     from mappings.config import _inner_model
     from tests.provision.conftest import ROOT
 
-    docs = (ROOT / "docs" / "provisioning.md").read_text(encoding="utf-8")
+    docs = (ROOT / "README.md").read_text(encoding="utf-8")
     missing = []
 
     def walk(model: type[BaseModel]) -> None:
