@@ -158,6 +158,8 @@ class KeysetExport:
         self.done = False
         self.rows = 0
         self.skipped = 0  # rows at or below the cursor that a misbehaving reply carried
+        self.origin = self.cursor  # where the export began (for the density of matching IDs)
+        self.top_span = 0  # IDs spanned by the probe's 50 rows below the ceiling
 
     # ---- commands
 
@@ -194,11 +196,30 @@ class KeysetExport:
         inner = f"[{self.shape.items_key}]" if self.shape.items_key else ""
         return f"$result[{command}]{inner}[{PAGE - 1}][{self.shape.id_field}]"
 
+    def density(self) -> float | None:
+        """Matching rows per ID, pooled from the rows exported so far and the probe's top page."""
+        rows, span = self.rows, self.cursor - self.origin
+        if self.top_span:
+            rows, span = rows + PAGE - 1, span + self.top_span
+        return min(1.0, rows / span) if rows > 0 and span > 0 else None
+
+    def remaining(self) -> float | None:
+        """Estimated rows left below the ceiling (None while the ceiling is unknown)."""
+        if self.ceiling is None:
+            return None
+        return max(0, self.ceiling - self.cursor) * (self.density() or 1.0)
+
+    def pages_for(self, span: int, limit: int) -> int:
+        """Pages to ask for ``span`` IDs: enough for the estimated rows with a margin, never more than can exist."""
+        dense = math.ceil(span / PAGE)
+        expected = math.ceil(span * (self.density() or 1.0) * 1.25 / PAGE) + 1
+        return max(1, min(limit, dense, expected))
+
     def pages_wanted(self, limit: int) -> int:
-        """How many pages the next batch should ask for (no more than can exist below the ceiling)."""
+        """How many pages the next batch should ask for (an estimate; a short guess costs one more batch)."""
         if self.ceiling is None:
             return limit
-        return max(1, min(limit, math.ceil((self.ceiling - self.cursor) / PAGE)))
+        return self.pages_for(self.ceiling - self.cursor, limit)
 
     # ---- replies
 
@@ -229,6 +250,8 @@ class KeysetExport:
         ids = [self.row_id(row) for row in rows]
         descending = all(a > b for a, b in zip(ids, ids[1:]))
         self.ceiling = max(ids) if len(ids) < PAGE or descending else None
+        if descending and len(ids) == PAGE:
+            self.top_span = ids[0] - ids[-1]
 
     def row_id(self, row: Mapping[str, Any]) -> int:
         """The integer ID of a row (stage history gives ints or strings)."""
@@ -591,7 +614,7 @@ class Bitrix24Client:
         failures = 0
         first = True
         while not export.done:
-            if not first and strategy == "chain" and concurrency > 1 and export.ceiling is not None:
+            if not first and strategy == "chain" and concurrency > 1 and (export.remaining() or 0) > 1.5 * PAGE * batch_size:
                 yield from self._export_segments(export, batch_size, concurrency)
                 break
             commands = self._export_commands(export, strategy, batch_size, first)
@@ -636,8 +659,7 @@ class Bitrix24Client:
     def _export_segments(self, export: KeysetExport, batch_size: int, concurrency: int) -> Iterator[dict[str, Any]]:
         """Fetch ``(cursor, ceiling]`` as segments, ``concurrency`` at a time, and yield rows in ID order."""
         assert export.ceiling is not None
-        start, span_rows = export.cursor, export.rows
-        width = self._segment_width(export.rows, export.cursor - start, batch_size)
+        width = self._segment_width(export, batch_size)
         next_low = export.cursor
         pending: deque[tuple[int, int, Future[Segment]]] = deque()
         pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="b24-export")
@@ -670,7 +692,7 @@ class Bitrix24Client:
                     low = segment.cursor
                     segment = self._fetch_segment(export, low, high, batch_size)  # the rest of it, before later ones
                 export.cursor = max(export.cursor, high)
-                width = self._segment_width(export.rows - span_rows, export.cursor - start, batch_size)
+                width = self._segment_width(export, batch_size)
         finally:
             for _, _, future in pending:
                 future.cancel()
@@ -678,16 +700,20 @@ class Bitrix24Client:
         export.done = True
 
     @staticmethod
-    def _segment_width(rows: int, span: int, batch_size: int) -> int:
-        """IDs a segment should span to hold one batch of rows, from the density seen so far."""
-        target = PAGE * batch_size
-        if rows <= 0 or span <= 0:
-            return target
-        return max(PAGE, int(target * span / rows))
+    def _segment_width(export: KeysetExport, batch_size: int) -> int:
+        """IDs a segment should span to hold one batch of rows at the density seen so far.
+
+        Where every ID matches, a segment of 2,500 IDs holds exactly 2,500 rows; where only some
+        do, the count varies, so the segment aims at 85 % of a batch: an overflowing segment costs
+        one more request for its rest.
+        """
+        density = export.density() or 1.0
+        fill = 1.0 if density >= 0.98 else 0.85
+        return max(PAGE, int(PAGE * batch_size * fill / density))
 
     def _fetch_segment(self, export: KeysetExport, low: int, high: int, batch_size: int) -> Segment:
         """One chained batch over ``low < ID <= high``; complete when a short page or ``high`` is reached."""
-        count = max(1, min(batch_size, math.ceil((high - low) / PAGE)))
+        count = export.pages_for(high - low, batch_size)
         commands = {
             f"s{i}": (export.method, export.window(low if i == 0 else export.reference(f"s{i - 1}"), high))
             for i in range(count)
@@ -722,14 +748,14 @@ class Bitrix24Client:
         method = export.method
         if first:
             return {"top": (method, export.probe()), "p0": (method, export.page(export.cursor))}
-        count = export.pages_wanted(batch_size)
         if strategy == "chain" or export.ceiling is None:  # windows need a trusted ceiling
+            count = export.pages_wanted(batch_size)
             return {
                 f"p{i}": (method, export.page(export.cursor if i == 0 else export.reference(f"p{i - 1}")))
                 for i in range(count)
             }
         commands = {}
-        for i in range(count):
+        for i in range(batch_size):  # windows of 50 IDs up to the ceiling, whatever the density
             low, high = export.cursor + PAGE * i, min(export.cursor + PAGE * (i + 1), export.ceiling)
             if low >= high:
                 break

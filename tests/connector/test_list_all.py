@@ -148,6 +148,43 @@ def test_a_method_that_ignores_the_order_does_not_end_the_export_early(seeded, c
     assert [r["ID"] for r in rows] == [str(r["ID"]) for r in seeded.portal.history[2]]
 
 
+class InFlight:
+    """Counts how many requests a transport serves at the same time."""
+
+    def __init__(self, inner):
+        self.inner, self.fetch_token, self.close = inner, inner.fetch_token, inner.close
+        self.now = self.most = 0
+        self.lock = threading.Lock()
+
+    def send(self, method, params, auth):
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            return self.inner.send(method, params, auth)
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+@pytest.mark.parametrize("flt", [None, {"CATEGORY_ID": 0}], ids=["all", "sparse"])
+def test_big_exports_fetch_segments_concurrently_and_still_yield_in_order(seeded, client_for, flt):
+    client = client_for(seeded)
+    client.transport = InFlight(client.transport)
+    rows = list(client.list_all("crm.deal.list", filter=flt, select=["ID", "CATEGORY_ID"], batch_size=4, concurrency=3))
+    expected = [i for i, d in sorted(seeded.portal.records["deal"].items()) if flt is None or d["CATEGORY_ID"] == "0"]
+    assert [int(r["ID"]) for r in rows] == expected
+    assert client.transport.most >= 2  # segments really overlapped
+    assert seeded.stats()["requests_total"] <= 2 * (len(expected) // (4 * PAGE) + 3)  # the density estimate keeps segments full
+
+
+def test_a_small_export_stays_sequential(seeded, client_for):
+    client = client_for(seeded)
+    client.transport = InFlight(client.transport)
+    assert len(list(client.list_all("crm.deal.list", select=["ID"], concurrency=3))) == len(seeded.portal.records["deal"])
+    assert client.transport.most == 1 and seeded.stats()["requests_total"] == 2
+
+
 def test_export_is_lazy(seeded, client_for):
     client = client_for(seeded)
     seeded.app.reset_stats()
@@ -264,7 +301,7 @@ class LockstepTransport:
 
 @pytest.mark.parametrize(
     ("strategy", "batch_size", "concurrency"),
-    [("chain", 3, 1), ("chain", 50, 1), ("window", 3, 1), ("window", 50, 1), ("chain", 3, 3), ("chain", 50, 3)],
+    [("chain", 3, 1), ("chain", 50, 1), ("window", 3, 1), ("window", 50, 1), ("chain", 3, 3), ("chain", 7, 3)],
 )
 def test_churn_during_export_never_repeats_or_skips_a_surviving_deal(seeded, client_for, strategy, batch_size, concurrency):
     portal = seeded.portal
