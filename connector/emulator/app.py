@@ -421,7 +421,7 @@ class EmulatorApp:
         # Docs: the outer batch is not billed, its commands are billed to their own methods. The JS SDK
         # team measured the opposite (batch billed as "batch", commands at 0); see bitrix24-rest.md 6.3.
         block = envelope.time_block(started, self._now(), self.portal.tz, operating=0)
-        return {"result": result, "time": block}, spent
+        return envelope.success_body(result, time=block), spent
 
     # ---------------------------------------------------------------- OAuth
 

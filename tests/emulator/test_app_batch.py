@@ -166,3 +166,12 @@ def test_commands_run_with_the_batch_auth(emulator_app: Any, methods: None, regi
 def test_empty_batch(emulator_app: Any) -> None:
     body = batch(emulator_app, {})
     assert body["result"] == {"result": [], "result_error": [], "result_total": [], "result_next": [], "result_time": []}
+
+
+def test_empty_objects_inside_command_results_are_php_arrays(emulator_app: Any, register_method: Any) -> None:
+    # PHP prints an empty associative array as []: a plain call and a batched one must agree
+    register_method("test.empty", lambda call: {"TIMESTAMP_X": {}, "ID": "1"})
+    plain = emulator_app.request("POST", f"{HOOK}/test.empty", body="{}", content_type="application/json").json()
+    batched = batch(emulator_app, {"cmd": {"e": "test.empty"}})["result"]["result"]["e"]
+    assert plain["result"] == {"TIMESTAMP_X": [], "ID": "1"}
+    assert batched == plain["result"]
