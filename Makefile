@@ -20,8 +20,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# Benchmarks print figures side by side with a baseline; DEALS sets the portal size (default 100,000).
+DEALS ?= 100000
 bench: $(STAMP)
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/bench_emulator.py --deals $(DEALS)
+	$(BIN)/python bench/bench_list_all.py --deals $(DEALS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
