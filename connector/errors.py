@@ -38,10 +38,11 @@ class B24Error(Exception):
         super().__init__(self._message())
 
     def _message(self) -> str:
-        where = f"{self.method}: " if self.method else ""
-        code = f"{self.code}" if self.code not in ("", None) else "error"
+        """``crm.deal.get: NOT_FOUND: Not found (HTTP 400)``; legacy empty codes are left out."""
+        parts = [part for part in (self.method, str(self.code) if self.code not in ("", None) else "") if part]
+        text = self.description or "no description"
         status = f" (HTTP {self.status})" if self.status else ""
-        return f"{where}{code}{status}: {self.description}".rstrip(": ")
+        return ": ".join([*parts, text]) + status
 
 
 class RetriableError(B24Error):
