@@ -56,7 +56,7 @@ from connector.encoding import decode_query, parse_pairs
 
 log = logging.getLogger(__name__)
 
-ROUND_TRIP = 0.02  # seconds of modelled network round trip per reply, times the latency scale
+ROUND_TRIP = 0.02  # seconds of modelled network round trip added to every reply when latency is on
 ACCESS_TTL = 3600  # seconds an OAuth access token lives
 REFRESH_TTL = 180 * 86400  # seconds a refresh token lives
 CODE_TTL = 30  # seconds an authorization code lives
@@ -278,9 +278,17 @@ class EmulatorApp:
         fault = self.faults.draw()
         if fault in ("5xx", "html", "timeout", "reset"):
             return self._fault_reply(fault)
+        reply, cost = self._answer(request, user, code, name, started)
+        if fault == "cut":  # error replies are cut too: the fault is in the network, not the method
+            reply = cut(reply)
+        self._delay(cost)
+        return reply
+
+    def _answer(self, request: Request, user: int | None, code: str | None, name: str, started: float) -> tuple[Response, float]:
+        """The portal's reply to one /rest/ call (rate limit, auth, method or batch) and its modelled cost."""
         if not self.bucket.admit():
             self._count(rejected_503=1)
-            return self._error_reply(ApiError("QUERY_LIMIT_EXCEEDED", "Too many requests", 503))
+            return self._error_reply(ApiError("QUERY_LIMIT_EXCEEDED", "Too many requests", 503)), 0.0
         try:
             params = request_params(request)
             token = params.pop("auth", None)
@@ -297,16 +305,12 @@ class EmulatorApp:
                 )
                 cost = outcome.cost
         except ApiError as exc:
-            return self._error_reply(exc)
-        reply = json_response(200, body)
-        if fault == "cut":
-            reply = cut(reply)
-        self._delay(cost)
-        return reply
+            return self._error_reply(exc), 0.0
+        return json_response(200, body), cost
 
     def _delay(self, cost: float) -> None:
         if self.latency > 0:
-            self.sleep(self.latency * (cost + ROUND_TRIP))
+            self.sleep(self.latency * cost + ROUND_TRIP)
 
     def _error_reply(self, exc: ApiError) -> Response:
         self._count(errors_total=1)

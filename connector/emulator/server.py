@@ -42,7 +42,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve()
 
     def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.send_error(400, "Bad Request")  # as the portal's nginx answers a malformed header
+            return
         body = self.rfile.read(length) if length > 0 else b""
         path, _, query = self.path.partition("?")
         request = Request(
@@ -83,18 +87,34 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """An error page with a status line even for an unparseable request line, as nginx answers."""
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"
+        self.close_connection = True
+        super().send_error(code, message, explain)
+
     def log_request(self, code: Any = "-", size: Any = "-") -> None:
-        """Log the method name only: the path holds the webhook code, the query may hold a token."""
-        log.debug("%s %s -> %s", self.command, _method_of(self.path), code)
+        """Log the route with the webhook code masked: the path holds it, the query may hold a token."""
+        log.debug("%s %s -> %s", getattr(self, "command", "-"), _loggable(getattr(self, "path", "")), code)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
-        """Route http.server's own messages (errors) to logging, without the request line."""
-        log.debug("http: %s", format % args if "%" in format else format)
+        """http.server's own messages (malformed requests): the template only, never the request line."""
+        log.debug("http: %s", format.replace("%r", "...").replace("%s", "...").replace("%d", "..."))
 
 
-def _method_of(path: str) -> str:
-    """The last path segment (the REST method) without the query string."""
-    return path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+def _loggable(path: str) -> str:
+    """A request path safe to log: ``/rest/*/*/crm.deal.list`` for a webhook call, no query string."""
+    parts = [part for part in path.split("?", 1)[0].split("/") if part]
+    if parts[:1] == ["rest"]:
+        if len(parts) == 2:
+            return f"/rest/{parts[1]}"  # OAuth: the token travels in the query or body
+        if len(parts) == 4:
+            return f"/rest/*/*/{parts[3]}"
+        return "/rest/(unrouted path)"
+    if parts[:1] in (["_emulator"], ["oauth"]):
+        return "/" + "/".join(parts)
+    return "(unrouted path)"
 
 
 class _HTTPServer(ThreadingHTTPServer):

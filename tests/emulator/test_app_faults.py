@@ -145,3 +145,15 @@ def test_stats_endpoint_and_oauth_token_endpoint_never_fault(make_emulator: Any)
     emulator = make_emulator(faults="5xx=1.0,seed=1")
     assert requests.get(f"{emulator.base_url}/_emulator/stats", timeout=10).status_code == 200
     assert requests.get(emulator.url + "batch", timeout=10).status_code in (500, 502)
+
+
+@pytest.mark.parametrize("path", ["/rest/1/{code}/crm.deal.get?id=999999999", "/rest/1/wrong-code/crm.deal.list"],
+                         ids=["method-error-400", "auth-error-401"])
+def test_cut_applies_to_error_replies_too(make_emulator: Any, path: str) -> None:
+    emulator = make_emulator()
+    emulator.app.faults.push("cut")
+    reply = _raw_get(emulator, path.format(code=WEBHOOK_CODE))
+    assert reply.status in (400, 401)
+    with pytest.raises(http.client.IncompleteRead):
+        reply.read()
+    assert emulator.stats()["faults"]["cut"] == 1

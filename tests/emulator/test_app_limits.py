@@ -181,7 +181,7 @@ def test_latency_sleeps_cost_times_scale_plus_round_trip(make_emulator: Any, met
     get(app, "test.heavy")
     get(app, "test.free")
     app.request("POST", f"{HOOK}/batch", body=json.dumps({"cmd": ["test.heavy", "test.light"]}), content_type="application/json")
-    assert slept == pytest.approx([2 * (0.6 + ROUND_TRIP), 2 * (costs.CALL + ROUND_TRIP), 2 * (0.7 + ROUND_TRIP)])
+    assert slept == pytest.approx([2 * 0.6 + ROUND_TRIP, 2 * costs.CALL + ROUND_TRIP, 2 * 0.7 + ROUND_TRIP])
 
 
 def test_no_latency_by_default(make_emulator: Any, methods: None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from typing import Any
 
 import pytest
@@ -219,3 +220,27 @@ def test_webhook_of_another_user(make_emulator: Any, register_method: Any) -> No
     assert requests.get(emulator.url + "test.whoami", timeout=10).json()["result"] == 7
     wrong_user = emulator.url.replace("/rest/7/", "/rest/1/")
     assert requests.get(wrong_user + "test.whoami", timeout=10).status_code == 401
+
+
+@pytest.mark.parametrize("path", ["/rest/1/{code}/", "/rest/1/{code}", "/rest/1/{code}/?auth=x", "/rest/api/1/{code}/crm.deal.list"])
+def test_paths_without_a_method_never_log_the_code(emulator: Any, caplog: Any, path: str) -> None:
+    with caplog.at_level(logging.DEBUG, logger="connector"):
+        reply = requests.get(emulator.base_url + path.format(code=WEBHOOK_CODE), timeout=10)
+    assert reply.status_code == 404
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("connector")]
+    assert lines and not any(WEBHOOK_CODE in line for line in lines)
+
+
+def _raw(emulator: Any, data: bytes) -> bytes:
+    with socket.create_connection((emulator.host, emulator.port), timeout=10) as sock:
+        sock.sendall(data)
+        return sock.recv(65536)
+
+
+def test_malformed_requests_get_400_and_no_secret_in_logs(emulator: Any, caplog: Any) -> None:
+    with caplog.at_level(logging.DEBUG, logger="connector"):
+        bad_line = _raw(emulator, f"GET /rest/1/{WEBHOOK_CODE}/x HTTP/1.1 extra\r\n\r\n".encode())
+        bad_length = _raw(emulator, f"POST /rest/1/{WEBHOOK_CODE}/user.get HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n".encode())
+    assert bad_line.startswith(b"HTTP/1.") and b" 400 " in bad_line.split(b"\r\n", 1)[0]
+    assert b" 400 " in bad_length.split(b"\r\n", 1)[0]
+    assert not any(WEBHOOK_CODE in r.getMessage() for r in caplog.records)
