@@ -6,12 +6,13 @@ It can be saved to and loaded from a file (``--state PATH``) so a portal survive
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -73,7 +74,7 @@ class Portal:
 
     def now_text(self) -> str:
         """Current portal time as Bitrix24 prints it: ``2026-11-26T12:00:00+03:00``."""
-        return self.now().isoformat()
+        return iso_seconds((self._clock or time.time)(), self.tz)
 
     def format_time(self, moment: datetime) -> str:
         """Any aware datetime in the portal's offset, as Bitrix24 prints it."""
@@ -134,6 +135,43 @@ class Portal:
         portal = cls(data.get("tz_text", "+03:00"))
         portal.__dict__.update(data)
         return portal
+
+
+# Formatting portal time is part of every CRM write; these two caches let ``iso_seconds`` skip
+# building a datetime: tz -> (offset seconds, "+03:00") or None, and local hours since 1970 -> "2026-03-01T10:".
+_OFFSETS: dict[Any, tuple[int, str] | None] = {}
+_HOURS: dict[int, str] = {}
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_LAST_SAFE = 250_000_000_000  # ~ year 9892: well inside what date can print in any offset
+
+
+def iso_seconds(moment: float, tz: timezone) -> str:
+    """``datetime.fromtimestamp(moment, tz).replace(microsecond=0).isoformat()``, computed faster.
+
+    The fast path covers whole-second offsets, moments from 1970 on, and fractions that cannot
+    round up into the next second (fromtimestamp rounds to microseconds first); anything else
+    takes the datetime path, so the text is always the same.
+    """
+    offset = _OFFSETS.get(tz, False)
+    if offset is False:
+        delta = tz.utcoffset(None)
+        whole_seconds = delta is not None and delta % timedelta(seconds=1) == timedelta(0)
+        offset = (int(delta.total_seconds()), datetime(2000, 1, 1, tzinfo=tz).isoformat()[19:]) if whole_seconds else None
+        _OFFSETS[tz] = offset
+    kind = moment.__class__
+    if offset is not None and (kind is float or kind is int) and 0 <= moment < _LAST_SAFE:
+        whole = math.floor(moment)
+        if moment - whole < 0.999999:
+            hours, second = divmod(whole + offset[0], 3600)
+            prefix = _HOURS.get(hours)
+            if prefix is None:
+                if len(_HOURS) > 100_000:
+                    _HOURS.clear()
+                day, hour = divmod(hours, 24)
+                prefix = _HOURS[hours] = f"{date.fromordinal(_EPOCH_ORDINAL + day).isoformat()}T{hour:02d}:"
+            minute, second = divmod(second, 60)
+            return f"{prefix}{minute:02d}:{second:02d}{offset[1]}"
+    return datetime.fromtimestamp(moment, tz).isoformat(timespec="seconds")
 
 
 def _object_family(event: str) -> str:
