@@ -7,7 +7,6 @@ answer stage questions (semantics, first stage, stage order) for the CRM handler
 from __future__ import annotations
 
 import re
-import weakref
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -177,8 +176,11 @@ def category_of_stage(status_id: str) -> int:
 
 # ---------------------------------------------------------------------------- index
 
-# Per-portal lookup tables, rebuilt when ``touch`` is called or the status set changes size.
-_INDEX: "weakref.WeakKeyDictionary[Portal, _Index]" = weakref.WeakKeyDictionary()
+# Per-portal lookup tables, rebuilt when ``touch`` is called or the status set changes size. Keyed
+# by id() of the portal's statuses container: an entry holds that container (``source``), so the id
+# cannot be reused while the entry lives. A plain dict because every CRM write reads it several times.
+_INDEX: "dict[int, _Index]" = {}
+_INDEX_MAX = 64  # containers of discarded portals are forgotten when there are more
 
 
 class _Index:
@@ -215,10 +217,16 @@ def sort_key(row: dict[str, Any]) -> tuple[int, int]:
 
 
 def _index(portal: "Portal") -> _Index:
-    index = _INDEX.get(portal)
-    if index is None or not index.fresh(portal):
+    index = _INDEX.get(id(portal.statuses))
+    if (
+        index is None
+        or index.size != len(portal.statuses)
+        or index.version != portal.extra.get("statuses_version", 0)
+    ):  # ``fresh`` inlined (the entry's source is portal.statuses by its key)
+        if index is None and len(_INDEX) >= _INDEX_MAX:
+            _INDEX.clear()
         index = _Index(portal)
-        _INDEX[portal] = index
+        _INDEX[id(portal.statuses)] = index
     return index
 
 
@@ -275,7 +283,7 @@ def lead_statuses(portal: "Portal") -> list[dict[str, Any]]:
 
 def first_stage(portal: "Portal", category_id: int | str | None) -> str:
     """STATUS_ID of the first in-progress stage of a deal pipeline (where a new deal starts)."""
-    stages = stages_of(portal, category_id)
+    stages = _index(portal).sorted.get(stage_entity_id(category_id), ())
     for row in stages:
         if not row.get("SEMANTICS"):
             return row["STATUS_ID"]
