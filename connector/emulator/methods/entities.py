@@ -28,10 +28,11 @@ Rules reproduced (sources in ``/work/shared/bitrix24-rest.md`` §8, §9):
 from __future__ import annotations
 
 import re
+import sys
 import weakref
 from bisect import bisect_left, insort
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -276,6 +277,7 @@ class Entity:
         self.name = name
         self.type_id = {"lead": 1, "deal": 2, "contact": 3, "company": 4}[name]
         self.event = name.upper()  # ONCRM{EVENT}ADD
+        self.add_event, self.update_event = f"ONCRM{self.event}ADD", f"ONCRM{self.event}UPDATE"
         self.uf_entity = f"CRM_{name.upper()}"
         self.title_template = title_template
         self.fields = fields
@@ -290,6 +292,9 @@ class Entity:
         self.blank = {
             f.name: [] if f.type == "crm_multifield" or isinstance(f.empty, tuple) else f.empty for f in fields
         }
+        self.list_fields = tuple(name for name, value in self.blank.items() if value == [])
+        # how a write treats each field, by UPPER_CASE name: (step, writer, declared name) (filled below)
+        self.steps: dict[str, tuple[int, Any, str]] = {}
 
     def __repr__(self) -> str:
         return f"Entity({self.name})"
@@ -319,14 +324,50 @@ _LANGS = ("ru", "en")
 _UF_NAME_RE = re.compile(r"^[A-Z0-9_]+$")
 
 
+@dataclass(frozen=True)
+class _UfTable:
+    """An entity's user field rows in SORT, ID order and by FIELD_NAME (shared, never mutated)."""
+
+    source: dict[int, dict[str, Any]]  # the portal.userfields[entity] container it was built from
+    members: tuple[int, ...]  # id() of each row it was built from, in container order
+    rows: tuple[dict[str, Any], ...]
+    by_name: dict[str, dict[str, Any]]
+
+
+# Keyed by id() of a portal.userfields[entity] container; an entry holds its container, so the id
+# cannot be reused while the entry lives. Dropped by every userfield.* write, rebuilt when the
+# container's rows changed behind our back. Every write of a record reads it.
+_UF_TABLES: dict[int, _UfTable] = {}
+_UF_TABLES_MAX = 64  # containers of discarded portals are forgotten when there are more
+_NO_UF = _UfTable({}, (), (), {})
+
+
+def _uf_table(portal: "Portal", entity: Entity) -> _UfTable:
+    container = portal.userfields.get(entity.name)
+    if not container:
+        return _NO_UF
+    table = _UF_TABLES.get(id(container))
+    members = tuple(map(id, container.values()))
+    if table is None or table.members != members:
+        if len(_UF_TABLES) >= _UF_TABLES_MAX:
+            _UF_TABLES.clear()
+        rows = tuple(sorted(container.values(), key=lambda r: (int(r["SORT"]), int(r["ID"]))))
+        table = _UF_TABLES[id(container)] = _UfTable(container, members, rows, {r["FIELD_NAME"]: r for r in rows})
+    return table
+
+
+def _uf_changed(portal: "Portal", entity: Entity) -> None:
+    """Forget the cached user field table of an entity (after userfield.add/update/delete)."""
+    _UF_TABLES.pop(id(portal.userfields.get(entity.name)), None)
+
+
 def userfields(portal: "Portal", entity: Entity) -> list[dict[str, Any]]:
     """User field definitions of an entity in SORT, ID order."""
-    rows = portal.userfields.get(entity.name, {}).values()
-    return sorted(rows, key=lambda r: (int(r["SORT"]), int(r["ID"])))
+    return list(_uf_table(portal, entity).rows)
 
 
 def _uf_by_name(portal: "Portal", entity: Entity) -> dict[str, dict[str, Any]]:
-    return {row["FIELD_NAME"]: row for row in userfields(portal, entity)}
+    return dict(_uf_table(portal, entity).by_name)
 
 
 def _uf_label(row: Mapping[str, Any], key: str) -> str:
@@ -465,6 +506,72 @@ def _store(portal: "Portal", spec: Field, value: Any) -> Any:
     return str(value)
 
 
+def _writer(spec: Field) -> Callable[["Portal", Any], Any]:
+    """``_store`` of one field with a fast path for the plain values most writes carry (same results)."""
+    kind, empty = spec.type, spec.empty
+
+    def write_other(portal: "Portal", value: Any) -> Any:
+        return _store(portal, spec, value)
+
+    if spec.multiple or kind in ("date", "datetime"):
+        return write_other
+    if kind in _INT_TYPES:
+        zero = "0" if kind == "integer" else empty
+
+        def write_int(portal: "Portal", value: Any) -> Any:
+            if value.__class__ is int:
+                return str(value) if value else zero
+            return _store(portal, spec, value)
+
+        return write_int
+    if kind == "double":
+
+        def write_double(portal: "Portal", value: Any) -> Any:
+            if value.__class__ is int or value.__class__ is float:
+                return sys.intern(f"{value:.2f}")  # amounts repeat a lot; one string per amount
+            return _store(portal, spec, value)
+
+        return write_double
+    if kind == "char":
+
+        def write_char(portal: "Portal", value: Any) -> Any:
+            if value == "Y" or value == "N":
+                return "Y" if value == "Y" else "N"
+            return _store(portal, spec, value)
+
+        return write_char
+
+    def write_text(portal: "Portal", value: Any) -> Any:
+        if value.__class__ is str:
+            return value or empty
+        return _store(portal, spec, value)
+
+    return write_text
+
+
+# what a create or update does with a standard field: store it, hand it to the stage rules,
+# ignore it (read-only), store it on creation only (immutable), or merge multi-field items
+_STORE, _SPECIAL, _READ_ONLY, _IMMUTABLE, _MULTI = range(5)
+_STAGE_FIELDS = frozenset(("STAGE_ID", "STATUS_ID", "CATEGORY_ID"))
+
+
+def _step(spec: Field) -> tuple[int, Any, str]:
+    """(step, writer, declared name): the declared name object is the one records and items share."""
+    if spec.name in _STAGE_FIELDS:
+        return _SPECIAL, None, spec.name
+    if spec.read_only:
+        return _READ_ONLY, None, spec.name
+    if spec.type == "crm_multifield":
+        if spec.immutable:
+            raise TypeError(f"{spec.name}: an immutable multi-field is not supported")
+        return _MULTI, None, spec.name
+    return (_IMMUTABLE if spec.immutable else _STORE), _writer(spec), spec.name
+
+
+for _entity in ENTITIES.values():
+    _entity.steps = {spec.name: _step(spec) for spec in _entity.fields}
+
+
 def _item_value(spec: Field, value: Any) -> Any:
     """A stored legacy value as crm.item types it (ints, numbers; strings stay)."""
     if spec.multiple:
@@ -597,7 +704,7 @@ def _fields_param(call: Call) -> dict[str, Any]:
 # ============================================================================ writing records
 
 
-@dataclass
+@dataclass(slots=True)
 class _Write:
     """One add/update in progress: the record, what changed and what the stage logic decided."""
 
@@ -607,49 +714,69 @@ class _Write:
     style: _Style
     user: int
     now: str
-    written: frozenset[str] = frozenset()
+    record_id: int
+    written: Collection[str] = ()  # UPPER_CASE names the call gave
     stage_before: str | None = None
     category_before: int | None = None
-    events: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
-def _split_input(portal: "Portal", entity: Entity, fields: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Separate known standard fields from user fields; names are matched case-insensitively."""
-    standard: dict[str, Any] = {}
-    custom: dict[str, Any] = {}
-    ufs = _uf_by_name(portal, entity)
+# field name as given -> UPPER_CASE (names are matched case-insensitively); a few spellings recur
+_UPPER: dict[str, str] = {}
+
+
+def _upper_name(key: Any) -> str:
+    name = str(key).upper()
+    if key.__class__ is str:
+        if len(_UPPER) >= 4096:
+            _UPPER.clear()
+        _UPPER[key] = name
+    return name
+
+
+def _given(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields by UPPER_CASE name; a name given twice keeps its first place and its last value."""
+    given: dict[str, Any] = {}
+    upper = _UPPER
     for key, value in fields.items():
-        name = str(key).upper()
-        if name in ufs:
-            custom[name] = value
-        elif name in entity.by_name:
-            standard[name] = value
-    return standard, custom
+        name = upper.get(key) if key.__class__ is str else None
+        given[name if name is not None else _upper_name(key)] = value
+    return given
 
 
-def _apply_fields(portal: "Portal", w: _Write, fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Write ordinary fields onto the record; return the stage/category requests for the entity rules."""
-    standard, custom = _split_input(portal, w.entity, fields)
-    w.written = frozenset(standard)
+_CURRENCY_TEXT = {code: code for code in CURRENCIES}  # one string object per currency code
+
+
+def _apply_fields(portal: "Portal", w: _Write, fields: Mapping[str, Any], uf: _UfTable) -> dict[str, Any]:
+    """Write ordinary fields onto the record, then user fields; unknown names are ignored.
+
+    Returns the stage/category requests for the entity rules.
+    """
+    given = w.written = _given(fields)
     special: dict[str, Any] = {}
-    for name, value in standard.items():
-        spec = w.entity.by_name[name]
-        if name in ("STAGE_ID", "STATUS_ID", "CATEGORY_ID"):
-            special[name] = value
-        elif spec.read_only or (spec.immutable and not w.creating):
+    custom: dict[str, Any] = {}
+    record, creating, steps, ufs = w.record, w.creating, w.entity.steps, uf.by_name
+    for name, value in given.items():
+        entry = steps.get(name)
+        if entry is None:
+            row = ufs.get(name)
+            if row is not None:
+                custom[row["FIELD_NAME"]] = value
             continue
-        elif spec.type == "crm_multifield":
-            w.record[name] = _apply_multi(portal, name, w.record.get(name) or [], value)
-        else:
-            w.record[name] = _store(portal, spec, value)
-    if "CURRENCY_ID" in standard:
-        currency = w.record.get("CURRENCY_ID")
+        step, write, declared = entry
+        if step == _STORE or (step == _IMMUTABLE and creating):
+            record[declared] = write(portal, value)
+        elif step == _SPECIAL:
+            special[declared] = value
+        elif step == _MULTI:
+            record[declared] = _apply_multi(portal, declared, record.get(declared) or [], value)
+        # read-only fields, and immutable ones on update, are ignored
+    if "CURRENCY_ID" in given and "CURRENCY_ID" in steps:
+        currency = record.get("CURRENCY_ID")
         if currency is not None and currency.upper() not in CURRENCIES:
             raise w.style.invalid(w.entity.by_name["CURRENCY_ID"])
-        w.record["CURRENCY_ID"] = currency.upper() if currency else DEFAULT_CURRENCY
-    ufs = _uf_by_name(portal, w.entity)
+        record["CURRENCY_ID"] = _CURRENCY_TEXT[currency.upper()] if currency else DEFAULT_CURRENCY
     for name, value in custom.items():
-        w.record[name] = _uf_store(portal, ufs[name], value)
+        record[name] = _uf_store(portal, ufs[name], value)
     return special
 
 
@@ -658,13 +785,32 @@ def _first_status(portal: "Portal", entity_id: str) -> str | None:
     return rows[0]["STATUS_ID"] if rows else None
 
 
-def _defaults(portal: "Portal", entity: Entity, record_id: int, user: int) -> dict[str, Any]:
+# (offset, local date text) -> (BEGINDATE, CLOSEDATE) of a deal created that day: one pair per day
+_DEAL_DATES: dict[tuple[Any, str], tuple[str, str]] = {}
+
+
+def _deal_dates(portal: "Portal", now: str) -> tuple[str, str]:
+    """Default BEGINDATE (the creation day) and CLOSEDATE (a week later) of a deal created at ``now``."""
+    key = (portal.tz, now[:10])
+    dates = _DEAL_DATES.get(key)
+    if dates is None:
+        if len(_DEAL_DATES) > 4096:
+            _DEAL_DATES.clear()
+        today = datetime.fromisoformat(now).replace(hour=0, minute=0, second=0)
+        dates = _DEAL_DATES[key] = (portal.format_time(today), portal.format_time(today + timedelta(days=7)))
+    return dates
+
+
+def _defaults(portal: "Portal", entity: Entity, record_id: int, user: int, uf: _UfTable) -> dict[str, Any]:
     """A new record before the caller's fields: every declared field at its empty value plus the portal defaults."""
     now = portal.now_text()
-    record = {name: [] if value == [] else value for name, value in entity.blank.items()}
+    record = dict(entity.blank)
+    for name in entity.list_fields:
+        record[name] = []
     record["ID"] = str(record_id)
+    user_text = str(user)
     for name in ("ASSIGNED_BY_ID", "CREATED_BY_ID", "MODIFY_BY_ID", "LAST_ACTIVITY_BY"):
-        record[name] = str(user)
+        record[name] = user_text
     for name in ("DATE_CREATE", "DATE_MODIFY", "LAST_ACTIVITY_TIME"):
         record[name] = now
     if entity.title_template:
@@ -674,10 +820,8 @@ def _defaults(portal: "Portal", entity: Entity, record_id: int, user: int) -> di
     if entity.name == "deal":
         record["TYPE_ID"] = _first_status(portal, "DEAL_TYPE")
         record["SOURCE_ID"] = _first_status(portal, "SOURCE")
-        today = portal.now().replace(hour=0, minute=0, second=0)
-        record["BEGINDATE"] = portal.format_time(today)
-        record["CLOSEDATE"] = portal.format_time(today + timedelta(days=7))
-    for row in userfields(portal, entity):
+        record["BEGINDATE"], record["CLOSEDATE"] = _deal_dates(portal, now)
+    for row in uf.rows:
         record[row["FIELD_NAME"]] = _uf_default(portal, row)
     return record
 
@@ -686,13 +830,13 @@ def _resolve_deal_stage(portal: "Portal", w: _Write, special: Mapping[str, Any],
     """Pipeline and stage of a deal after this write (creation, legacy update, or crm.item move)."""
     record = w.record
     current_cat = int(record.get("CATEGORY_ID") or 0)
-    cat_spec = w.entity.by_name["CATEGORY_ID"]
-    stage_spec = w.entity.by_name["STAGE_ID"]
     wanted_stage = special.get("STAGE_ID")
     wanted_stage = None if wanted_stage in (None, "") else str(wanted_stage)
     stage = pipelines.stage_row(portal, "deal", wanted_stage) if wanted_stage else None
     if wanted_stage and stage is None:
-        raise w.style.invalid(stage_spec)
+        raise w.style.invalid(w.entity.by_name["STAGE_ID"])
+    if stage:
+        wanted_stage = stage["STATUS_ID"]  # the same text; records and history rows share the stage's string
     stage_cat = int(stage["CATEGORY_ID"] or 0) if stage else None
 
     if w.creating or move_category:
@@ -700,13 +844,13 @@ def _resolve_deal_stage(portal: "Portal", w: _Write, special: Mapping[str, Any],
         if raw_cat not in (None, ""):
             category = query.coerce("int", raw_cat)
             if category is None or category < 0 or not pipelines.category_exists(portal, category):
-                raise w.style.invalid(cat_spec)
+                raise w.style.invalid(w.entity.by_name["CATEGORY_ID"])
         elif w.creating:
             category = stage_cat if stage_cat is not None else 0
         else:
             category = current_cat
         if w.creating and stage_cat is not None and stage_cat != category:
-            raise w.style.invalid(stage_spec)
+            raise w.style.invalid(w.entity.by_name["STAGE_ID"])
     else:
         category = current_cat  # crm.deal.update: CATEGORY_ID is immutable
 
@@ -723,9 +867,10 @@ def _resolve_deal_stage(portal: "Portal", w: _Write, special: Mapping[str, Any],
 def _resolve_lead_status(portal: "Portal", w: _Write, special: Mapping[str, Any]) -> None:
     wanted = special.get("STATUS_ID")
     if wanted not in (None, ""):
-        if pipelines.stage_row(portal, "lead", str(wanted)) is None:
+        status = pipelines.stage_row(portal, "lead", str(wanted))
+        if status is None:
             raise w.style.invalid(w.entity.by_name["STATUS_ID"])
-        w.record["STATUS_ID"] = str(wanted)
+        w.record["STATUS_ID"] = status["STATUS_ID"]  # the same text, one string per status
     elif w.creating:
         w.record["STATUS_ID"] = pipelines.first_lead_status(portal)
 
@@ -753,7 +898,8 @@ def _derive(portal: "Portal", w: _Write) -> None:
     if entity.multi:
         record["HAS_PHONE"] = "Y" if record.get("PHONE") else "N"
         record["HAS_EMAIL"] = "Y" if record.get("EMAIL") else "N"
-        record["HAS_IMOL"] = "Y" if any(i.get("VALUE_TYPE") in ("OPENLINE", "IMOL") for i in record.get("IM") or ()) else "N"
+        im = record.get("IM")
+        record["HAS_IMOL"] = "Y" if im and any(i.get("VALUE_TYPE") in ("OPENLINE", "IMOL") for i in im) else "N"
     if entity.stage_field and (w.creating or record[entity.stage_field] != w.stage_before):
         record["MOVED_TIME"] = now
         record["MOVED_BY_ID"] = str(w.user)
@@ -762,7 +908,7 @@ def _derive(portal: "Portal", w: _Write) -> None:
         record["MODIFY_BY_ID"] = str(w.user)
 
 
-def _sync_links(record: dict[str, Any], single: str, many: str, written: frozenset[str]) -> None:
+def _sync_links(record: dict[str, Any], single: str, many: str, written: Collection[str]) -> None:
     """Keep the deprecated single link (CONTACT_ID) the first of the link list (CONTACT_IDS).
 
     Writing the list decides the single link; writing only the single link puts it first.
@@ -778,13 +924,17 @@ def _sync_links(record: dict[str, Any], single: str, many: str, written: frozens
 # ---------------------------------------------------------------------------- stage history
 
 
-def _history_row(portal: "Portal", entity: Entity, record: Mapping[str, Any], type_id: int, now: str) -> None:
+def _history_row(portal: "Portal", w: _Write, type_id: int) -> None:
     """Append a crm.stagehistory.list row (creation 1, intermediate 2, final 3, pipeline change 5)."""
+    entity, record, now = w.entity, w.record, w.now
+    owner = int(record["ID"])
+    if owner == w.record_id:
+        owner = w.record_id  # the records key itself: all rows of a record share one int
     if entity.name == "deal":
         row = {
             "ID": portal.next_id("stagehistory.deal"),
             "TYPE_ID": type_id,
-            "OWNER_ID": int(record["ID"]),
+            "OWNER_ID": owner,
             "CREATED_TIME": now,
             "CATEGORY_ID": int(record["CATEGORY_ID"] or 0),
             "STAGE_SEMANTIC_ID": record["STAGE_SEMANTIC_ID"],
@@ -794,7 +944,7 @@ def _history_row(portal: "Portal", entity: Entity, record: Mapping[str, Any], ty
         row = {
             "ID": portal.next_id("stagehistory.lead"),
             "TYPE_ID": type_id,
-            "OWNER_ID": int(record["ID"]),
+            "OWNER_ID": owner,
             "CREATED_TIME": now,
             "STATUS_SEMANTIC_ID": record["STATUS_SEMANTIC_ID"],
             "STATUS_ID": record["STATUS_ID"],
@@ -813,12 +963,12 @@ def _record_history(portal: "Portal", w: _Write) -> None:
         return
     semantic = record["STAGE_SEMANTIC_ID" if entity.name == "deal" else "STATUS_SEMANTIC_ID"]
     if w.creating:
-        _history_row(portal, entity, record, 1, w.now)
+        _history_row(portal, w, 1)
     elif entity.name == "deal" and int(record["CATEGORY_ID"]) != w.category_before:
-        _history_row(portal, entity, record, 5, w.now)
+        _history_row(portal, w, 5)
         _mark_history_filtered(portal, entity)
     elif record[entity.stage_field] != w.stage_before:
-        _history_row(portal, entity, record, 3 if semantic in ("S", "F") else 2, w.now)
+        _history_row(portal, w, 3 if semantic in ("S", "F") else 2)
 
 
 # ---------------------------------------------------------------------------- add / update / delete
@@ -828,9 +978,10 @@ def add_record(call: Call, entity: Entity, fields: Mapping[str, Any], style: _St
     """Create a record (history, events included) and return it; the caller holds the lock."""
     portal = call.portal
     record_id = portal.next_id(f"record.{entity.name}")
-    record = _defaults(portal, entity, record_id, call.user_id)
-    w = _Write(entity, record, True, style, call.user_id, record["DATE_CREATE"])
-    special = _apply_fields(portal, w, fields)
+    uf = _uf_table(portal, entity)
+    record = _defaults(portal, entity, record_id, call.user_id, uf)
+    w = _Write(entity, record, True, style, call.user_id, record["DATE_CREATE"], record_id)
+    special = _apply_fields(portal, w, fields, uf)
     if entity.name == "deal":
         _resolve_deal_stage(portal, w, special, move_category=False)
     elif entity.name == "lead":
@@ -839,7 +990,7 @@ def add_record(call: Call, entity: Entity, fields: Mapping[str, Any], style: _St
     portal.records[entity.name][record_id] = record
     _index_add(portal, entity.name, record_id)
     _record_history(portal, w)
-    portal.emit(f"ONCRM{entity.event}ADD", {"ID": record_id})
+    portal.emit(entity.add_event, {"ID": record_id})
     call.charge(costs.WRITE)
     return record
 
@@ -858,13 +1009,15 @@ def update_record(
     current = portal.records[entity.name].get(record_id)
     if current is None:
         raise style.not_found()
-    record = {k: (list(v) if isinstance(v, list) else v) for k, v in current.items()}
-    w = _Write(entity, record, False, style, call.user_id, portal.now_text())
+    # A shallow copy: the write path never changes a list or multi-field item in place (it builds
+    # new ones), so the stored record stays untouched until the new one replaces it.
+    record = dict(current)
+    w = _Write(entity, record, False, style, call.user_id, portal.now_text(), record_id)
     if entity.stage_field:
         w.stage_before = current[entity.stage_field]
     if entity.name == "deal":
         w.category_before = int(current["CATEGORY_ID"] or 0)
-    special = _apply_fields(portal, w, fields)
+    special = _apply_fields(portal, w, fields, _uf_table(portal, entity))
     if entity.name == "deal":
         _resolve_deal_stage(portal, w, special, move_category=move_category and "CATEGORY_ID" in special)
     elif entity.name == "lead":
@@ -876,7 +1029,7 @@ def update_record(
         event = {"ID": record_id, "CATEGORY_ID": int(record["CATEGORY_ID"]), "STAGE_ID": record["STAGE_ID"]}
         portal.emit("ONCRMDEALMOVETOCATEGORY", event)
     else:
-        portal.emit(f"ONCRM{entity.event}UPDATE", {"ID": record_id})
+        portal.emit(entity.update_event, {"ID": record_id})
     call.charge(costs.WRITE)
     return record
 
@@ -1222,6 +1375,7 @@ def _uf_add(call: Call, entity: Entity) -> int:
         if kind == "enumeration":
             row["LIST"] = _enum_items(portal, name, [], fields.get("LIST"))
         portal.userfields.setdefault(entity.name, {})[uf_id] = row
+        _uf_changed(portal, entity)
         portal.emit(f"ONCRM{entity.event}USERFIELDADD", {"ID": uf_id})
         call.charge(costs.WRITE)
     return uf_id
@@ -1291,6 +1445,7 @@ def _uf_update(call: Call, entity: Entity) -> bool:
         _uf_labels(row, fields, creating=False)
         if row["USER_TYPE_ID"] == "enumeration" and "LIST" in fields:
             row["LIST"] = _enum_items(portal, row["FIELD_NAME"], row.get("LIST") or [], fields["LIST"])
+        _uf_changed(portal, entity)
         portal.emit(f"ONCRM{entity.event}USERFIELDUPDATE", {"ID": int(row["ID"])})
         call.charge(costs.WRITE)
     return True
@@ -1303,6 +1458,7 @@ def _uf_delete(call: Call, entity: Entity) -> bool:
         del portal.userfields[entity.name][int(row["ID"])]
         for record in portal.records[entity.name].values():
             record.pop(row["FIELD_NAME"], None)
+        _uf_changed(portal, entity)
         portal.emit(f"ONCRM{entity.event}USERFIELDDELETE", {"ID": int(row["ID"])})
         call.charge(costs.WRITE)
     return True
