@@ -91,16 +91,20 @@ class Portal:
 
     # ------------------------------------------------------------------ events
 
-    def emit(self, event: str, fields: dict[str, Any]) -> None:
+    def emit(self, event: str, fields: dict[str, Any], skip_connector: str | None = None) -> None:
         """Record a CRM event (e.g. ``ONCRMDEALUPDATE`` with ``{"ID": 5}``).
 
         Every offline binding of the event gets one queue record per object; a later change of
         the same object replaces the earlier record (latest change wins), as the real queue does.
+        ``skip_connector`` is the ``auth_connector`` key the modifying call was made with: bindings
+        with that key get no record (an app's own writes do not come back to it); others still do.
         """
         with self.lock:
             for binding in self.event_handlers:
                 if binding.get("offline") and binding["event"] == event.upper():
                     connector = binding.get("auth_connector") or ""
+                    if skip_connector and connector == skip_connector:
+                        continue
                     obj_key = (connector, _object_family(event), str(fields.get("ID")))
                     self.offline_events.pop(obj_key, None)  # latest change of an object wins
                     self.offline_events[obj_key] = {

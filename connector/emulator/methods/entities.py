@@ -23,6 +23,8 @@ Rules reproduced (sources in ``/work/shared/bitrix24-rest.md`` §8, §9):
   returned by the legacy get/list (crm.item returns them as ``contactIds``/``companyIds``).
 - LEAD_ID of deals/contacts/companies is writable here (crm.item.add documents ``leadId``), so
   a seeded portal can link converted leads through either API.
+- a write made with ``auth_connector`` is not queued for the offline bindings with that same key
+  (events/offline-events.md, "How to avoid cycles"); other bindings still get it.
 """
 
 from __future__ import annotations
@@ -692,6 +694,12 @@ def _id_param(call: Call, style: _Style = LEGACY) -> int:
     return value
 
 
+def _connector(call: Call) -> str | None:
+    """The call's ``auth_connector`` key: offline bindings with that key do not queue this write."""
+    value = call.param("auth_connector")
+    return None if value in (None, "") else str(value)
+
+
 def _fields_param(call: Call) -> dict[str, Any]:
     raw = call.param("fields")
     if isinstance(raw, dict):
@@ -990,7 +998,7 @@ def add_record(call: Call, entity: Entity, fields: Mapping[str, Any], style: _St
     portal.records[entity.name][record_id] = record
     _index_add(portal, entity.name, record_id)
     _record_history(portal, w)
-    portal.emit(entity.add_event, {"ID": record_id})
+    portal.emit(entity.add_event, {"ID": record_id}, _connector(call))
     call.charge(costs.WRITE)
     return record
 
@@ -1027,9 +1035,9 @@ def update_record(
     _record_history(portal, w)
     if entity.name == "deal" and int(record["CATEGORY_ID"]) != w.category_before:
         event = {"ID": record_id, "CATEGORY_ID": int(record["CATEGORY_ID"]), "STAGE_ID": record["STAGE_ID"]}
-        portal.emit("ONCRMDEALMOVETOCATEGORY", event)
+        portal.emit("ONCRMDEALMOVETOCATEGORY", event, _connector(call))
     else:
-        portal.emit(entity.update_event, {"ID": record_id})
+        portal.emit(entity.update_event, {"ID": record_id}, _connector(call))
     call.charge(costs.WRITE)
     return record
 
@@ -1042,7 +1050,7 @@ def delete_record(call: Call, entity: Entity, record_id: int, style: _Style = LE
     _index_remove(portal, entity.name, record_id)
     if entity.stage_field:
         _mark_history_filtered(portal, entity)
-    portal.emit(f"ONCRM{entity.event}DELETE", {"ID": record_id})
+    portal.emit(f"ONCRM{entity.event}DELETE", {"ID": record_id}, _connector(call))
     call.charge(costs.WRITE)
 
 
@@ -1376,7 +1384,7 @@ def _uf_add(call: Call, entity: Entity) -> int:
             row["LIST"] = _enum_items(portal, name, [], fields.get("LIST"))
         portal.userfields.setdefault(entity.name, {})[uf_id] = row
         _uf_changed(portal, entity)
-        portal.emit(f"ONCRM{entity.event}USERFIELDADD", {"ID": uf_id})
+        portal.emit(f"ONCRM{entity.event}USERFIELDADD", {"ID": uf_id}, _connector(call))
         call.charge(costs.WRITE)
     return uf_id
 
@@ -1446,7 +1454,7 @@ def _uf_update(call: Call, entity: Entity) -> bool:
         if row["USER_TYPE_ID"] == "enumeration" and "LIST" in fields:
             row["LIST"] = _enum_items(portal, row["FIELD_NAME"], row.get("LIST") or [], fields["LIST"])
         _uf_changed(portal, entity)
-        portal.emit(f"ONCRM{entity.event}USERFIELDUPDATE", {"ID": int(row["ID"])})
+        portal.emit(f"ONCRM{entity.event}USERFIELDUPDATE", {"ID": int(row["ID"])}, _connector(call))
         call.charge(costs.WRITE)
     return True
 
@@ -1459,7 +1467,7 @@ def _uf_delete(call: Call, entity: Entity) -> bool:
         for record in portal.records[entity.name].values():
             record.pop(row["FIELD_NAME"], None)
         _uf_changed(portal, entity)
-        portal.emit(f"ONCRM{entity.event}USERFIELDDELETE", {"ID": int(row["ID"])})
+        portal.emit(f"ONCRM{entity.event}USERFIELDDELETE", {"ID": int(row["ID"])}, _connector(call))
         call.charge(costs.WRITE)
     return True
 
