@@ -6,6 +6,7 @@ It can be saved to and loaded from a file (``--state PATH``) so a portal survive
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import pickle
@@ -134,8 +135,14 @@ class Portal:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "Portal":
         """Read a state written by ``save``."""
-        with open(path, "rb") as fh:
-            data = pickle.load(fh)
+        collecting = gc.isenabled()
+        gc.disable()  # millions of objects and no cycles: collections would only rescan them while loading
+        try:
+            with open(path, "rb") as fh:
+                data = pickle.load(fh)
+        finally:
+            if collecting:
+                gc.enable()
         portal = cls(data.get("tz_text", "+03:00"))
         portal.__dict__.update(data)
         return portal
