@@ -46,7 +46,7 @@ SEMANTICS_NAME = {None: "process", "": "process", "S": "success", "F": "failure"
 # the default pipeline's template (docs §7.2, live observation of C8:NEW..C8:APOLOGY).
 NEW_PIPELINE_SYSTEM_STAGES = {"NEW": "process", "WON": "success", "LOSE": "failure"}
 PLAN_FORMAT = "b24sync-plan"
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: the plan carries the record counts it relies on (``counts``)
 
 
 class ProvisionError(Exception):
@@ -110,11 +110,17 @@ class Change:
 
 @dataclass
 class Plan:
-    """Changes that take the portal from the state with ``fingerprint`` to the config's state."""
+    """Changes that take the portal from the state with ``fingerprint`` to the config's state.
+
+    ``counts`` lists the record counts the plan relies on: one entry per stage, lead status or pipeline
+    it deletes, ``{"kind", "key", "method", "filter", "records"}``. The fingerprint covers them too, and
+    ``apply`` counts again before its first write, so records that arrived since are never stranded.
+    """
 
     changes: list[Change] = field(default_factory=list)
     fingerprint: str = ""
     errors: list[str] = field(default_factory=list)
+    counts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def actionable(self) -> list[Change]:
@@ -145,6 +151,7 @@ class Plan:
             "fingerprint": self.fingerprint,
             "summary": self.summary(),
             "errors": self.errors,
+            "counts": self.counts,
             "changes": [asdict(c) for c in self.changes],
         }
         return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
@@ -166,7 +173,14 @@ class Plan:
             if change.action not in ACTIONS or change.kind not in KINDS:
                 raise ProvisionError(f"plan file has an unknown change {change.action}/{change.kind}")
             changes.append(change)
-        return cls(changes, str(data.get("fingerprint", "")), list(data.get("errors", [])))
+        counts = data.get("counts", [])
+        if not isinstance(counts, list) or not all(isinstance(c, dict) and {"kind", "key", "method", "filter", "records"} <= set(c) for c in counts):
+            raise ProvisionError("plan file has malformed record counts")
+        return cls(changes, str(data.get("fingerprint", "")), list(data.get("errors", [])), counts)
+
+    def relies_on(self, change: Change, method: str, filter: dict[str, Any], records: int) -> None:
+        """Note that ``change`` (a delete) is safe only while ``method`` + ``filter`` counts ``records``."""
+        self.counts.append({"kind": change.kind, "key": change.key, "method": method, "filter": filter, "records": records})
 
 
 # ---------------------------------------------------------------- the portal's state
@@ -198,6 +212,13 @@ class Snapshot:
         )
         text = json.dumps({"categories": cats, "statuses": rows}, ensure_ascii=False, sort_keys=True)
         return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def plan_fingerprint(snapshot: Snapshot, counts: list[dict[str, Any]]) -> str:
+    """A hash of the portal state a plan is made from: the snapshot and the record counts it relies on."""
+    relied = sorted([c["kind"], c["key"], c["method"], c["filter"], int(c["records"])] for c in counts)
+    text = json.dumps({"snapshot": snapshot.fingerprint(), "counts": relied}, ensure_ascii=False, sort_keys=True)
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def stage_entity(category_id: int) -> str:
@@ -454,10 +475,14 @@ def count_records(api: Gateway, needed: list[tuple[str, str | int]]) -> dict[tup
             queries.append(("crm.deal.list", {"STAGE_ID": ident}))
         else:
             queries.append(("crm.deal.list", {"CATEGORY_ID": ident}))
-    counts = {}
-    for item, (method, filt), rows in zip(needed, queries, first_pages(api, queries)):
-        counts[item] = len(rows) if len(rows) < 50 else api.count(method, filt)
-    return counts
+    return dict(zip(needed, count_queries(api, queries)))
+
+
+def count_queries(api: Gateway, queries: list[tuple[str, dict[str, Any]]]) -> list[int]:
+    """Records matching each (list method, filter): one batch of first pages; a full page (50) is
+    followed by a counted call for the exact total."""
+    return [len(rows) if len(rows) < 50 else api.count(method, filt)
+            for (method, filt), rows in zip(queries, first_pages(api, queries))]
 
 
 def first_pages(api: Gateway, queries: list[tuple[str, dict[str, Any]]]) -> list[list[dict[str, Any]]]:
@@ -471,13 +496,23 @@ def first_pages(api: Gateway, queries: list[tuple[str, dict[str, Any]]]) -> list
 def diff(config: Config, snapshot: Snapshot, counts: dict[tuple[str, str | int], int] | None = None) -> Plan:
     """The plan that takes ``snapshot`` to the state ``config`` declares (pure: no API calls)."""
     counts = counts or {}
-    result = Plan(fingerprint=snapshot.fingerprint())
+    result = Plan()
+    _diff_all(result, config, snapshot, counts)
+    result.fingerprint = plan_fingerprint(snapshot, result.counts)
+    return result
+
+
+def _diff_all(result: Plan, config: Config, snapshot: Snapshot, counts: dict[tuple[str, str | int], int]) -> None:
     if config.leads is not None:
         desired = desired_funnel("lead_status", "leads", config.leads.statuses, config.leads.move_records)
         actual = actual_stages(snapshot.rows(LEAD_ENTITY), "")
+        first = len(result.changes)
         _diff_funnel(result, desired, actual, lambda code: counts.get(("lead", code), 0), "leads", new=False)
+        for change in result.changes[first:]:
+            if change.action == "delete":
+                result.relies_on(change, "crm.lead.list", {"STATUS_ID": change.code}, change.before["records"])
     if config.pipelines is None:
-        return result
+        return
     matched, problems = match_pipelines(config.pipelines, snapshot.categories)
     result.errors += problems
     sorts = pipeline_sorts(config.pipelines)
@@ -521,6 +556,9 @@ def diff(config: Config, snapshot: Snapshot, counts: dict[tuple[str, str | int],
         changes_before = len(result.changes)
         _diff_funnel(result, desired, actual, lambda code, pre=prefix: counts.get(("deal", pre + code), 0),
                      f"pipeline {p.key!r}", new=pending)
+        for change in result.changes[changes_before:]:
+            if change.action == "delete":
+                result.relies_on(change, "crm.deal.list", {"STAGE_ID": prefix + change.code}, change.before["records"])
         stage_changes += result.changes[changes_before:]
         del result.changes[changes_before:]
     result.changes += stage_changes
@@ -535,12 +573,12 @@ def diff(config: Config, snapshot: Snapshot, counts: dict[tuple[str, str | int],
         held = counts.get(("category", cid), 0)
         before = {"name": category.get("name"), "sort": int(category.get("sort") or 0), "key": key, "id": cid, "records": held}
         result.changes.append(Change("delete", "pipeline", key, before, None, "not declared in the config"))
+        result.relies_on(result.changes[-1], "crm.deal.list", {"CATEGORY_ID": cid}, held)
         if held:
             result.errors.append(
                 f"pipeline {key!r} ({category.get('name')!r}, id {cid}) holds {held} deal(s) and cannot be deleted: "
                 "move its deals to another pipeline first, or declare it"
             )
-    return result
 
 
 def _diff_funnel(
@@ -642,7 +680,9 @@ def apply(api: Gateway | Any, plan: Plan, *, allow_delete: bool = False, progres
     """Run a plan against the portal and return the number of write calls made.
 
     Refuses a plan with errors, deletions without ``allow_delete``, and a plan whose fingerprint no
-    longer matches the portal. Every step re-reads the part of the portal it changes, so a run that
+    longer matches the portal: the funnels changed, or a stage or pipeline it deletes holds a different
+    number of records than the plan counted. All of that is checked before the first write, so a
+    refusal leaves the portal untouched. Every step re-reads the part of the portal it changes, so a run that
     was killed halfway leaves a state from which a fresh plan converges.
     """
     say = progress or (lambda message: None)
@@ -656,8 +696,14 @@ def apply(api: Gateway | Any, plan: Plan, *, allow_delete: bool = False, progres
             + [f"  {c.kind} {c.key} ({(c.before or {}).get('name')!r})" for c in deletions]
         )
     snapshot = read_snapshot(api)
-    if snapshot.fingerprint() != plan.fingerprint:
-        raise StalePlan("the portal changed since this plan was made; run plan again")
+    now = count_queries(api, [(c["method"], c["filter"]) for c in plan.counts])
+    moved = [
+        f"  {c['kind'].replace('_', ' ')} {c['key']!r} now holds {n} {_noun(c)}; the plan counted {c['records']}"
+        for c, n in zip(plan.counts, now) if n != int(c["records"])
+    ]
+    recounted = [{**c, "records": n} for c, n in zip(plan.counts, now)]
+    if moved or plan_fingerprint(snapshot, recounted) != plan.fingerprint:
+        raise StalePlan(["the portal changed since this plan was made; run plan again"] + moved)
     if not plan.has_changes:
         return 0
     writer = _Writer(api, say)
@@ -683,6 +729,10 @@ def apply(api: Gateway | Any, plan: Plan, *, allow_delete: bool = False, progres
                                              "fields": {"originatorId": ORIGINATOR, "originId": key}})],
                    f"pipeline {key}: creation complete")
     return writer.writes
+
+
+def _noun(count: dict[str, Any]) -> str:
+    return "lead(s)" if count["method"] == "crm.lead.list" else "deal(s)"
 
 
 class _Writer:
