@@ -86,7 +86,11 @@ class Gateway(Protocol):
 
 @dataclass
 class Change:
-    """One planned change. ``key`` is ``pipeline`` / ``pipeline/STAGE`` / ``STATUS`` by kind."""
+    """One planned change. ``key`` is ``pipeline`` / ``pipeline/STAGE`` / ``STATUS`` by kind.
+
+    Keys are unique per kind. An undeclared portal pipeline whose key (recorded, or derived
+    ``pipeline_{id}``) is already used by a declared pipeline is deleted under ``{key}#id{id}``.
+    """
 
     action: str
     kind: str
@@ -562,11 +566,15 @@ def _diff_all(result: Plan, config: Config, snapshot: Snapshot, counts: dict[tup
         stage_changes += result.changes[changes_before:]
         del result.changes[changes_before:]
     result.changes += stage_changes
+    taken = {p.key.lower() for p in config.pipelines}
     for category in snapshot.categories:
         cid = int(category["id"])
         if cid in used:
             continue
         key = portal_key(category)
+        if key.lower() in taken:  # a declared pipeline (or another portal pipeline) goes by this key
+            key = f"{key}#id{cid}"
+        taken.add(key.lower())
         if cid == 0:
             result.errors.append("the portal's default pipeline (id 0) cannot be deleted: declare it with default = true")
             continue

@@ -220,3 +220,19 @@ def test_text_plan_shows_before_and_after_and_hides_no_ops() -> None:
     assert text.rstrip().endswith("Plan: 15 to create, 7 to update, 0 to reorder, 7 to delete.")
     assert "noop" not in text and "\x1b[" not in text  # plain text when not on a terminal
     assert render(pv.Plan()) == "No changes: the portal matches the config.\n"
+
+
+def test_an_undeclared_pipeline_never_shares_its_change_key_with_a_declared_one() -> None:
+    """A file exported elsewhere declares ``pipeline_2``; this portal's hand-made pipeline 2 is another
+    funnel (other name): it is created anew, and the undeclared id 2 is deleted under ``pipeline_2#id2``."""
+    portal = new_portal()
+    add_category(portal, "Первая")
+    extra = add_category(portal, "Лишняя")
+    config = config_with(default_pipeline(), pipeline("pipeline_1", "Первая", "sort = 500"), pipeline(f"pipeline_{extra}", "Тендеры"))
+    plan = pv.diff(config, snapshot_of(portal))
+    pipelines_changed = [(c.action, c.key) for c in plan.changes if c.kind == "pipeline" and c.action != "noop"]
+    assert pipelines_changed == [("create", f"pipeline_{extra}"), ("delete", f"pipeline_{extra}#id{extra}")]
+    keys = [c.key for c in plan.changes if c.kind == "pipeline"]
+    assert len(keys) == len(set(keys))
+    text = render(plan)
+    assert f'Pipeline pipeline_{extra}#id{extra}\n  - delete  pipeline  "Лишняя" (id {extra}, 0 deals)' in text
