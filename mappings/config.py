@@ -321,7 +321,7 @@ def parse_config(text: str, source: str = "config") -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([_syntax_problem(exc, source)]) from None
+        raise ConfigError([_syntax_problem(exc, source, text)]) from None
     lines = toml_lines(text)
     problems: list[Problem] = []
     config: Config | None = None
@@ -344,7 +344,7 @@ def parse_config(text: str, source: str = "config") -> Config:
     return config
 
 
-def _syntax_problem(exc: tomllib.TOMLDecodeError, source: str) -> Problem:
+def _syntax_problem(exc: tomllib.TOMLDecodeError, source: str, text: str) -> Problem:
     message = str(exc)
     line = column = None
     match = re.search(r"\(at line (\d+), column (\d+)\)", message)
@@ -353,7 +353,27 @@ def _syntax_problem(exc: tomllib.TOMLDecodeError, source: str) -> Problem:
         message = message[: match.start()].strip()
     elif getattr(exc, "lineno", None):
         line, column = exc.lineno, exc.colno  # type: ignore[attr-defined]
+    if message == "Cannot overwrite a value" and line is not None:
+        location = _key_at(text, line)
+        if location:  # tomllib names neither the key nor a useful column (it points past the value)
+            return Problem(location, f"set twice (TOML syntax error: {message})", line, None, source)
     return Problem("", f"TOML syntax error: {message}", line, column, source)
+
+
+def _key_at(text: str, line: int) -> str:
+    """The dotted location of the key set on ``line`` (1-based), e.g. 'pipelines[0].stages[1].name'; '' if none."""
+    lines = text.splitlines()
+    if not 0 < line <= len(lines):
+        return ""
+    key = _KEYLINE.match(lines[line - 1])
+    if key is None:
+        return ""
+    header_line = next((n for n in range(line - 1, 0, -1) if _HEADER.match(lines[n - 1]) and not lines[n - 1].lstrip().startswith("#")), None)
+    table: tuple[Any, ...] = ()
+    if header_line is not None:
+        before = toml_lines("\n".join(lines[:header_line]))
+        table = max((path for path, n in before.items() if n == header_line), key=len, default=())
+    return location_text(table + tuple(_split_dotted(key.group(1))))
 
 
 def location_text(loc: tuple[Any, ...]) -> str:
@@ -467,6 +487,11 @@ def _pipeline_rules(pipelines: list[Any]) -> list[Problem]:
                 problems.append(Problem(f"{where}.id", f"pipeline id {pin} is pinned twice (also pipelines[{ids[pin]}])"))
             else:
                 ids[pin] = i
+    if not defaults:
+        problems.append(
+            Problem("pipelines", "no default pipeline: exactly one must say default = true "
+                    "(the portal's pipeline id 0, which always exists and cannot be deleted)")
+        )
     for i in defaults[1:]:
         problems.append(
             Problem(f"pipelines[{i}].default", f"a second default pipeline; the portal has one (pipelines[{defaults[0]}])")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import random
+import tomllib
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from rich.console import Console
 from connector.emulator import new_portal, pipelines
 from connector.emulator.registry import invoke
 from jobs import provision as pv
-from mappings.config import load_config, parse_config
+from mappings.config import Config, ConfigError, load_config, parse_config
 from tests.provision.conftest import EXAMPLE, STAGES
 
 
@@ -138,7 +139,13 @@ def test_stage_keys_must_fit_beside_the_pipeline_prefix() -> None:
 
 
 def test_the_default_pipeline_must_be_declared_when_pipelines_are_managed() -> None:
-    errors = plan_errors(pipeline("only", "Только эта"))
+    text = pipeline("only", "Только эта")
+    with pytest.raises(ConfigError) as caught:  # a config error, before any API call
+        parse_config(text)
+    assert [p.location for p in caught.value.problems] == ["pipelines"]
+    # models built in code skip the file rules: the plan still refuses to delete pipeline 0
+    config = Config.model_validate(tomllib.loads(text))
+    errors = pv.diff(config, snapshot_of(new_portal())).errors
     assert "the portal's default pipeline (id 0) cannot be deleted: declare it with default = true" in errors
 
 
