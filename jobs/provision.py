@@ -539,13 +539,19 @@ def _diff_all(result: Plan, config: Config, snapshot: Snapshot, counts: dict[tup
             continue
         cid = int(category["id"])
         used.add(cid)
-        before = {"name": category.get("name"), "sort": int(category.get("sort") or 0), "key": portal_key(category), "id": cid}
+        # before.key is the key recorded on the portal: None for a pipeline made by hand
+        recorded = portal_key(category) if is_stamped(category) else None
+        before = {"name": category.get("name"), "sort": int(category.get("sort") or 0), "key": recorded, "id": cid}
         pending = category.get("originatorId") == ORIGINATOR_NEW
         if pending:
             before["pending"] = True
         if cid == 0:
             before["key"] = after["key"] = p.key  # the default pipeline carries no recorded key
-        changed = [k for k in ("name", "sort", "key") if before[k] != after[k]]
+        changed = [k for k in ("name", "sort") if before[k] != after[k]]
+        # apply records the key with any write; with nothing else to write, a pipeline matched by its
+        # derived key pipeline_{id} stays as it is (an export of this portal plans as no changes)
+        if before["key"] != after["key"] and (changed or portal_key(category) != p.key):
+            changed.append("key")
         if changed or pending:
             action = "reorder" if changed == ["sort"] and not pending else "update"
             reason = "finish creating the pipeline (an earlier apply was interrupted)" if pending else ""
@@ -1035,6 +1041,8 @@ def render_plan(plan: Plan, console: Any) -> None:
 
 
 def _value(value: Any) -> str:
+    if value is None:
+        return "(none)"
     return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else str(value)
 
 
@@ -1052,6 +1060,8 @@ def describe(change: Change) -> str:
     if change.action in ("update", "reorder"):
         fields = [k for k in ("name", "sort", "color", "key") if k in after and before.get(k) != after.get(k)]
         text = "; ".join(f"{k}: {_value(before.get(k))} -> {_value(after.get(k))}" for k in fields)
+        if not text:  # e.g. finishing an interrupted pipeline creation: only the reason says what happens
+            return change.reason
         return text + (f" ({change.reason})" if change.reason else "")
     if change.action == "move_records":
         return f"{before.get('records')} {records} -> {after.get('stage')} ({change.reason})"

@@ -243,3 +243,27 @@ def test_an_undeclared_pipeline_never_shares_its_change_key_with_a_declared_one(
     assert len(keys) == len(set(keys))
     text = render(plan)
     assert f'Pipeline pipeline_{extra}#id{extra}\n  - delete  pipeline  "Лишняя" (id {extra}, 0 deals)' in text
+
+
+def test_finishing_an_interrupted_pipeline_creation_renders_as_a_sentence() -> None:
+    portal = new_portal()
+    add_category(portal, "Повторные продажи", sort=200, originatorId="b24sync:new", originId="repeat")
+    plan = pv.diff(load_config(EXAMPLE), snapshot_of(portal))
+    lines = render(plan).splitlines()
+    assert "  ~ update  pipeline  finish creating the pipeline (an earlier apply was interrupted)" in lines
+
+
+def test_a_hand_made_pipeline_matched_by_its_derived_key_is_an_update_that_records_the_key() -> None:
+    """Apply writes originId/originatorId along with the new sort, so the plan says so; ``reorder`` only ever means SORT."""
+    portal = new_portal()
+    first = add_category(portal, "Первая")  # sort 500
+    plan = pv.diff(config_with(default_pipeline(), pipeline(f"pipeline_{first}", "Первая")), snapshot_of(portal))
+    change = next(c for c in plan.changes if c.kind == "pipeline" and c.key == f"pipeline_{first}")
+    assert change.action == "update" and change.before["key"] is None and change.after["key"] == f"pipeline_{first}"
+    assert (
+        f'  ~ update  pipeline  sort: 500 -> 100; key: (none) -> "pipeline_{first}" '
+        f"(adopt the portal's pipeline 'Первая' (id {first}) and record its key)"
+    ) in render(plan).splitlines()
+    # nothing else differs: an export of this portal reads back as no changes (the key is recorded later)
+    same = pv.diff(config_with(default_pipeline(), pipeline(f"pipeline_{first}", "Первая", "sort = 500")), snapshot_of(portal))
+    assert [c.action for c in same.changes if c.kind == "pipeline"] == ["noop", "noop"]

@@ -220,7 +220,7 @@ def test_adopting_a_hand_made_pipeline_records_its_key(make_emulator: Any) -> No
     example = EXAMPLE.read_text(encoding="utf-8")
     plan = pv.plan(parse_config(example), gateway)
     adopt = next(c for c in plan.changes if c.kind == "pipeline" and c.key == "repeat")
-    assert adopt.action == "update" and adopt.before["key"] == "pipeline_1" and adopt.after["key"] == "repeat"
+    assert adopt.action == "update" and adopt.before["key"] is None and adopt.after["key"] == "repeat"
     assert "adopt" in adopt.reason
     # the adopted pipeline's stock stages hold deals: the example says where they go
     moves = {c.key: c.after["stage"] for c in plan.changes if c.action == "move_records" and c.key.startswith("repeat/")}
