@@ -101,36 +101,55 @@ def provision() -> None:
     """Lead statuses, deal pipelines and stages as code: plan, apply, export (see the README, "Provisioning")."""
 
 
-def _fail(message: str, code: int = 1) -> None:
-    click.echo(f"error: {message}", err=True)
+def _fail(message: str, code: int = 1, fmt: str = "text") -> None:
+    """Report an error and exit: ``error: ...`` on stderr, or ``{"errors": [{"message": ...}]}`` on
+    stdout with ``--format json`` (a program reads that output)."""
+    if fmt == "json":
+        _echo_json({"errors": [{"message": message}]})
+    else:
+        click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
 
-def _provision_config(config: str | None) -> Any:
-    """The validated config, or every problem printed and exit 1 (before any API call)."""
+def _echo_json(data: Any) -> None:
+    import json
+
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def _provision_config(config: str | None, fmt: str = "text") -> Any:
+    """The validated config, or every problem printed and exit 1 (before any API call). Warns on
+    stderr when the config manages nothing (no [leads], no [[pipelines]])."""
     from jobs.portal import config_path
     from mappings.config import ConfigError, load_config
 
     path = config_path(config)
     if path is None:
-        _fail("no config file: pass --config FILE (or set B24SYNC_CONFIG, or create ./b24sync.toml)")
+        _fail("no config file: pass --config FILE (or set B24SYNC_CONFIG, or create ./b24sync.toml)", fmt=fmt)
     try:
-        return path, load_config(path)
+        cfg = load_config(path)
     except ConfigError as exc:
+        if fmt == "json":
+            _echo_json({"errors": [{"location": p.location, "message": p.message, "line": p.line, "column": p.column,
+                                    "source": p.source, "text": str(p)} for p in exc.problems]})
+            sys.exit(1)
         click.echo(f"error: {path} has {len(exc.problems)} problem(s):", err=True)
         for problem in exc.problems:
             click.echo(f"  {problem}", err=True)
         sys.exit(1)
+    if cfg.leads is None and cfg.pipelines is None:
+        click.echo(f"warning: {path} has no [leads] and no [[pipelines]]: nothing is managed, the plan is empty", err=True)
+    return path, cfg
 
 
-def _provision_gateway(webhook: str | None, config: Any) -> Any:
+def _provision_gateway(webhook: str | None, config: Any, fmt: str = "text") -> Any:
     from jobs.portal import PortalNotConfigured, open_client
     from jobs.provision import ClientGateway
 
     try:
         return ClientGateway(open_client(webhook, config))
     except PortalNotConfigured as exc:
-        _fail(str(exc))
+        _fail(str(exc), fmt=fmt)
 
 
 def _console(err: bool = False) -> Any:
@@ -151,12 +170,12 @@ def provision_plan(webhook: str | None, config: str | None, detailed_exitcode: b
     from connector.redact import redact
     from jobs import provision as pv
 
-    path, cfg = _provision_config(config)
-    gateway = _provision_gateway(webhook, path)
+    path, cfg = _provision_config(config, fmt)
+    gateway = _provision_gateway(webhook, path, fmt)
     try:
         plan = pv.plan(cfg, gateway)
     except B24Error as exc:
-        _fail(redact(str(exc)))
+        _fail(redact(str(exc)), fmt=fmt)
     finally:
         gateway.client.close()
     if fmt == "json":

@@ -139,3 +139,26 @@ def test_apply_asks_on_a_terminal(emulator: Any, tmp_path: Path) -> None:
     code, output = apply_on_a_terminal(emulator.url, "y", tmp_path)
     assert code == 0 and "Apply complete" in output, output
     assert writes(emulator) > 0
+
+
+def test_json_format_reports_config_errors_as_json(emulator: Any, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[portal]\nrate = 1.5\nrate = 2\n\n[[pipelines]]\nkey = "x"\nname = "X"\nstages = []\n', encoding="utf-8")
+    result = run("plan", "--config", str(bad), "--format", "json", url=emulator.url)
+    assert result.exit_code == 1
+    data = json.loads(result.stdout)  # stdout is one JSON document, nothing else
+    assert [(e["line"], e["location"]) for e in data["errors"]] == [(3, "portal.rate")]
+    assert data["errors"][0]["text"] == f"{bad}:3: portal.rate: set twice (TOML syntax error: Cannot overwrite a value)"
+    bad.write_text('[[pipelines]]\nkey = "x"\nname = "X"\nstages = []\n', encoding="utf-8")
+    data = json.loads(run("plan", "--config", str(bad), "--format", "json", url=emulator.url).stdout)
+    assert [e["location"] for e in data["errors"]] == ["pipelines", "pipelines[0].stages"]
+    assert emulator.stats()["requests_total"] == 0
+
+
+def test_a_config_that_manages_nothing_is_warned_about(emulator: Any, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.toml"
+    empty.write_text("[database]\n", encoding="utf-8")
+    result = run("plan", "--config", str(empty), "--format", "json", url=emulator.url)
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["changes"] == []
+    assert "warning: " in result.stderr and "nothing is managed" in result.stderr
