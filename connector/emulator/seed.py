@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import gc
 import itertools
 import logging
 import math
@@ -21,6 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from connector.emulator import registry
+from connector.emulator.state import cyclic_gc_paused
 
 if TYPE_CHECKING:
     from connector.emulator.state import Portal
@@ -593,9 +593,7 @@ def populate(portal: "Portal", deals: int, seed: int) -> dict[str, int]:
     end = _day_start(portal)
     # Planning and playing create no reference cycles, only a growing plan and portal that every
     # cyclic collection would scan again (a third of the time at 10,000 deals, more when bigger).
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with cyclic_gc_paused():
         plan = make_plan(deals, seed, end, _tz_offset(portal))
         saved_clock = getattr(portal, "_clock", None)
         player = _Player(portal, plan)
@@ -606,9 +604,6 @@ def populate(portal: "Portal", deals: int, seed: int) -> dict[str, int]:
                 player.play()
         finally:
             portal.clock = saved_clock
-    finally:
-        if collecting:
-            gc.enable()
     return {"managers": len(player.manager_ids), "leads": len(player.lead_ids), "deals": len(player.deal_ids),
             "clients": len(player.clients)}
 

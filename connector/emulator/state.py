@@ -6,6 +6,7 @@ It can be saved to and loaded from a file (``--state PATH``) so a portal survive
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import os
@@ -15,7 +16,7 @@ import threading
 import time
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from connector.envelope import parse_offset
 
@@ -135,17 +136,27 @@ class Portal:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "Portal":
         """Read a state written by ``save``."""
-        collecting = gc.isenabled()
-        gc.disable()  # millions of objects and no cycles: collections would only rescan them while loading
-        try:
-            with open(path, "rb") as fh:
-                data = pickle.load(fh)
-        finally:
-            if collecting:
-                gc.enable()
+        with open(path, "rb") as fh, cyclic_gc_paused():  # a big state is millions of objects, no cycles
+            data = pickle.load(fh)
         portal = cls(data.get("tz_text", "+03:00"))
         portal.__dict__.update(data)
         return portal
+
+
+@contextlib.contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many objects that form no cycles.
+
+    Reference counting still frees everything; collections would only rescan the growing heap
+    (seeding a portal or loading a saved one). The previous setting is restored afterwards.
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
 
 
 # Formatting portal time is part of every CRM write; these two caches let ``iso_seconds`` skip
