@@ -66,12 +66,44 @@ def _param(params: Mapping[str, Any], name: str, default: Any = None) -> Any:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard to try: attempts per call, a deadline for all of them, and the backoff curve."""
+    """How hard to try: attempts per call, a deadline for all of them, and the backoff curve.
+
+    ``max_elapsed`` bounds every wait of one logical operation (a call, a batch packet, one page
+    or segment of ``list_all``): bucket slots, ledger pauses, 429 blocks and backoff alike.
+    """
 
     attempts: int = 6  # including the first one
     max_elapsed: float = 660.0  # seconds from the first attempt; covers one operating-time window (600 s)
     base: float = 0.5  # first backoff in seconds, doubled each retry, plus up to ``base`` of jitter
     cap: float = 30.0  # longest single backoff (waits for an operating-time reset are not capped)
+
+
+class Deadline:
+    """The end of one logical operation's time: every wait is checked against it before it is slept.
+
+    ``last`` is the latest error seen under it (raised when a wait would pass the end);
+    ``exhausted`` says that has happened, so nothing retries any more.
+    """
+
+    def __init__(self, clock: Any, seconds: float):
+        self.clock = clock
+        self.end = clock() + seconds
+        self.seconds = seconds
+        self.last: errors.B24Error | None = None
+        self.exhausted = False
+
+    def remaining(self) -> float:
+        """Seconds left (negative once passed)."""
+        return self.end - self.clock()
+
+    def allows(self, wait: float) -> bool:
+        """True when a wait of ``wait`` seconds ends before the deadline."""
+        return wait <= self.remaining()
+
+    def expire(self, fallback: errors.B24Error) -> errors.B24Error:
+        """Mark the deadline as reached; the error to raise: the last one seen, else ``fallback``."""
+        self.exhausted = True
+        return self.last or fallback
 
 
 # ---------------------------------------------------------------- list shapes
@@ -402,25 +434,37 @@ class Bitrix24Client:
         """Call one method and return just its ``result``."""
         return self.call(method, params).result
 
-    def _execute(self, method: str, params: dict[str, Any], *, write: bool, inner: Iterable[str] = ()) -> Reply:
+    def _deadline(self) -> Deadline:
+        """A fresh deadline of ``retry.max_elapsed`` seconds for one logical operation."""
+        return Deadline(self.clock, self.retry.max_elapsed)
+
+    def _execute(
+        self,
+        method: str,
+        params: dict[str, Any],
+        *,
+        write: bool,
+        inner: Iterable[str] = (),
+        deadline: Deadline | None = None,
+    ) -> Reply:
         methods = (method, *inner)
         policy = self.retry
-        started = self.clock()
+        limit = deadline or self._deadline()
 
         def stop(state: tenacity.RetryCallState) -> bool:
-            if state.attempt_number >= policy.attempts:
+            if state.attempt_number >= policy.attempts or limit.exhausted:
                 return True
-            return self.clock() - started + state.upcoming_sleep > policy.max_elapsed
+            return not limit.allows(state.upcoming_sleep)
 
         retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception(lambda exc: self._may_retry(exc, write)),
+            retry=tenacity.retry_if_exception(lambda exc: not limit.exhausted and self._may_retry(exc, write)),
             wait=lambda state: self._backoff(state, methods),
             stop=stop,
             sleep=self.sleep,
             before_sleep=lambda state: self._log_retry(method, state),
             reraise=True,
         )
-        return retrying(self._attempt, method, params, methods)
+        return retrying(self._attempt, method, params, methods, limit)
 
     @staticmethod
     def _may_retry(exc: BaseException, write: bool) -> bool:
@@ -448,24 +492,46 @@ class Bitrix24Client:
             )
         )
 
-    def _attempt(self, method: str, params: dict[str, Any], methods: Sequence[str]) -> Reply:
-        self._throttle(methods)
-        generation = self.auth.generation
+    def _attempt(self, method: str, params: dict[str, Any], methods: Sequence[str], deadline: Deadline) -> Reply:
         try:
-            return self._send(method, params)
-        except errors.ExpiredToken:
-            self._count("expired_token")
-            self.auth.refresh(generation, self.transport.fetch_token)
-            self._throttle(methods)
-            return self._send(method, params)
+            self._throttle(methods, deadline)
+            generation = self.auth.generation
+            try:
+                return self._send(method, params)
+            except errors.ExpiredToken:
+                self._count("expired_token")
+                self.auth.refresh(generation, self.transport.fetch_token)
+                self._throttle(methods, deadline)
+                return self._send(method, params)
+        except errors.B24Error as exc:
+            if not deadline.exhausted:
+                deadline.last = exc
+            raise
 
-    def _throttle(self, methods: Sequence[str]) -> None:
+    def _throttle(self, methods: Sequence[str], deadline: Deadline) -> None:
+        """Wait for the methods' operating-time ledger and a bucket slot, or raise if that passes ``deadline``."""
         delay = self.ledger.delay_for(methods)
         if delay > 0:
-            log.info("pausing %.1f s for the operating-time budget of %s", delay, ", ".join(sorted(set(methods))))
+            names = ", ".join(sorted(set(methods)))
+            if not deadline.allows(delay):
+                blocked = max(methods, key=self.ledger.delay)
+                raise deadline.expire(errors.OperationTimeLimit(
+                    "OPERATION_TIME_LIMIT",
+                    f"{blocked} may not be called for {delay:.0f} s more, past the {deadline.seconds:.0f} s time limit",
+                    429, blocked, retry_at=None,
+                ))
+            log.info("pausing %.1f s for the operating-time budget of %s", delay, names)
             self._count("ledger_pauses")
             self.sleep(delay)
-        self.bucket.acquire()
+        wait = self.bucket.reserve(limit=max(0.0, deadline.remaining()))
+        if wait is None:
+            raise deadline.expire(errors.QueryLimitExceeded(
+                "QUERY_LIMIT_EXCEEDED",
+                f"the next request slot is further away than the {deadline.seconds:.0f} s time limit",
+                503, methods[0],
+            ))
+        if wait > 0:
+            self.bucket.sleep(wait)
 
     def _send(self, method: str, params: dict[str, Any]) -> Reply:
         self._count("requests")
@@ -527,9 +593,11 @@ class Bitrix24Client:
         """Run one packet of at most 50 commands; name -> result or BatchCommandError."""
         done: dict[str, Any] = {}
         pending = packet
+        deadline = self._deadline()
         for attempt in range(1, self.retry.attempts + 1):
-            parts = self._send_batch({name: (method, params) for name, method, params in pending}, halt)
+            parts = self._send_batch({name: (method, params) for name, method, params in pending}, halt, deadline=deadline)
             again: list[tuple[str, str, dict[str, Any]]] = []
+            failed: dict[str, errors.B24Error] = {}
             wait = 0.0
             for name, method, params in pending:
                 if name in parts.results:
@@ -544,6 +612,7 @@ class Bitrix24Client:
                 text = command_text(method, params)
                 if not halt and attempt < self.retry.attempts and "$result" not in text and self._may_retry(error, is_write(method, params)):
                     again.append((name, method, params))
+                    failed[name] = error
                     wait = max(wait, self.ledger.delay(method) if isinstance(error, errors.OperationTimeLimit) else self._jitter(attempt))
                     continue
                 done[name] = errors.BatchCommandError(name, error)
@@ -551,20 +620,26 @@ class Bitrix24Client:
                     return done
             if not again:
                 return done
+            if not deadline.allows(wait):  # give up with the errors the commands got
+                for name, _, _ in again:
+                    done[name] = errors.BatchCommandError(name, failed[name])
+                return done
             log.warning("batch: %d command(s) failed with retriable errors; repeating them in %.1f s", len(again), wait)
             self._count("retries")
             self.sleep(wait)
             pending = again
         return done
 
-    def _send_batch(self, commands: Mapping[str, tuple[str, Mapping[str, Any]]], halt: bool) -> BatchParts:
+    def _send_batch(
+        self, commands: Mapping[str, tuple[str, Mapping[str, Any]]], halt: bool, *, deadline: Deadline | None = None
+    ) -> BatchParts:
         """One HTTP request carrying up to 50 commands; records each command's operating time."""
         if len(commands) > MAX_BATCH:
             raise ValueError(f"a batch holds at most {MAX_BATCH} commands")
         cmd = {name: command_text(method, params) for name, (method, params) in commands.items()}
         write = any(is_write(method, params) for method, params in commands.values())
         inner = sorted({method for method, _ in commands.values()})
-        reply = self._execute("batch", {"halt": 1 if halt else 0, "cmd": cmd}, write=write, inner=inner)
+        reply = self._execute("batch", {"halt": 1 if halt else 0, "cmd": cmd}, write=write, inner=inner, deadline=deadline)
         parts = BatchParts.from_reply(reply)
         for name, (method, _) in commands.items():
             block = parts.times.get(name)
@@ -613,14 +688,16 @@ class Bitrix24Client:
         export = KeysetExport(method, filter, select, entity_type_id, params, shape)
         failures = 0
         first = True
+        deadline: Deadline | None = None  # one per page: renewed whenever the export moves on
         while not export.done:
+            deadline = deadline or self._deadline()
             if not first and strategy == "chain" and concurrency > 1 and (export.remaining() or 0) > 1.5 * PAGE * batch_size:
                 yield from self._export_segments(export, batch_size, concurrency)
                 break
             commands = self._export_commands(export, strategy, batch_size, first)
             if not commands:
                 break
-            parts = self._send_batch(commands, halt=True)
+            parts = self._send_batch(commands, halt=True, deadline=deadline)
             progressed = False
             for name, (_, page_params) in commands.items():
                 if name in parts.errors:
@@ -630,7 +707,10 @@ class Bitrix24Client:
                     failures += 1
                     if failures >= self.retry.attempts:
                         raise errors.BatchCommandError(name, error)
-                    wait = 0.0 if isinstance(error, errors.OperationTimeLimit) else self._jitter(failures)
+                    wait = self.ledger.delay(method) if isinstance(error, errors.OperationTimeLimit) else self._jitter(failures)
+                    if not deadline.allows(wait):
+                        raise errors.BatchCommandError(name, error)
+                    deadline.last = errors.BatchCommandError(name, error)
                     log.warning("%s: page %s failed with %s; resuming after ID %d in %.1f s", method, name, type(error).__name__, export.cursor, wait)
                     self._count("retries")
                     self.sleep(wait)
@@ -654,6 +734,7 @@ class Bitrix24Client:
                 first = False
             if progressed:
                 failures = 0
+                deadline = None
         self._count("exported_rows", export.rows)
 
     def _export_segments(self, export: KeysetExport, batch_size: int, concurrency: int) -> Iterator[dict[str, Any]]:
@@ -664,6 +745,7 @@ class Bitrix24Client:
         pending: deque[tuple[int, int, Future[Segment]]] = deque()
         pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="b24-export")
         failures = 0
+        deadline: Deadline | None = None  # of the segment being re-read after a failure
         try:
             while True:
                 while len(pending) < concurrency and next_low < export.ceiling:
@@ -684,13 +766,25 @@ class Bitrix24Client:
                     if segment.complete:
                         break
                     failures = failures + 1 if segment.cursor <= low else 0
+                    if failures == 0:
+                        deadline = None
+                    deadline = deadline or self._deadline()
+                    error = segment.error or errors.BadReplyError("", "the export does not advance", 0, export.method)
                     if failures >= self.retry.attempts:
-                        error = segment.error or errors.BadReplyError("", "the export does not advance", 0, export.method)
                         raise errors.BatchCommandError(segment.failed or "segment", error)
-                    if segment.error is not None and not isinstance(segment.error, errors.OperationTimeLimit):
-                        self.sleep(self._jitter(max(1, failures)))
+                    wait = 0.0
+                    if isinstance(segment.error, errors.OperationTimeLimit):
+                        wait = self.ledger.delay(export.method)
+                    elif segment.error is not None:
+                        wait = self._jitter(max(1, failures))
+                    if not deadline.allows(wait):
+                        raise errors.BatchCommandError(segment.failed or "segment", error)
+                    deadline.last = errors.BatchCommandError(segment.failed or "segment", error)
+                    if wait > 0:
+                        self.sleep(wait)
                     low = segment.cursor
-                    segment = self._fetch_segment(export, low, high, batch_size)  # the rest of it, before later ones
+                    segment = self._fetch_segment(export, low, high, batch_size, deadline)  # the rest of it, before later ones
+                deadline = None
                 export.cursor = max(export.cursor, high)
                 width = self._segment_width(export, batch_size)
         finally:
@@ -711,14 +805,14 @@ class Bitrix24Client:
         fill = 1.0 if density >= 0.98 else 0.85
         return max(PAGE, int(PAGE * batch_size * fill / density))
 
-    def _fetch_segment(self, export: KeysetExport, low: int, high: int, batch_size: int) -> Segment:
+    def _fetch_segment(self, export: KeysetExport, low: int, high: int, batch_size: int, deadline: Deadline | None = None) -> Segment:
         """One chained batch over ``low < ID <= high``; complete when a short page or ``high`` is reached."""
         count = export.pages_for(high - low, batch_size)
         commands = {
             f"s{i}": (export.method, export.window(low if i == 0 else export.reference(f"s{i - 1}"), high))
             for i in range(count)
         }
-        parts = self._send_batch(commands, halt=True)
+        parts = self._send_batch(commands, halt=True, deadline=deadline)
         segment = Segment(low, high, cursor=low)
         for name in commands:
             if name in parts.errors:

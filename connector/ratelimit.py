@@ -61,17 +61,23 @@ class LeakyBucket:
         with self._lock:
             return self._drain(self.clock())
 
-    def reserve(self) -> float:
-        """Book one request; return the seconds to wait before sending it (0 when it fits now)."""
+    def reserve(self, limit: float | None = None) -> float | None:
+        """Book one request; return the seconds to wait before sending it (0 when it fits now).
+
+        With ``limit``, a slot further away than ``limit`` seconds is not booked and None is
+        returned (the caller's deadline comes first; a slot it will not use must not count).
+        """
         with self._lock:
             level = self._drain(self.clock())
             wait = max(0.0, (level + 1.0 - self.capacity) / self.rate)
+            if limit is not None and wait > limit:
+                return None
             self._level = level + 1.0
             return wait
 
     def acquire(self) -> float:
         """Book one request and sleep until it may be sent; return the seconds slept."""
-        wait = self.reserve()
+        wait = self.reserve() or 0.0
         if wait > 0:
             self.sleep(wait)
         return wait
