@@ -374,6 +374,16 @@ def command_error(error: Any, method: str) -> errors.B24Error:
     return errors.classify(status, dict(body), method)
 
 
+def _reset_at(block: Any) -> float | None:
+    """``operating_reset_at`` of a time block, when it has a usable one."""
+    if not isinstance(block, Mapping):
+        return None
+    try:
+        return float(block.get("operating_reset_at") or 0) or None
+    except (TypeError, ValueError):
+        return None
+
+
 # ---------------------------------------------------------------- the client
 
 Call = tuple[str, Mapping[str, Any] | None]
@@ -647,7 +657,8 @@ class Bitrix24Client:
                 self.ledger.record(method, block)
             error = parts.errors.get(name)
             if isinstance(error, Mapping) and error.get("error") == "OPERATION_TIME_LIMIT":
-                self.ledger.block(method)
+                until = _reset_at(error.get("time")) or _reset_at(block)
+                self.ledger.block(method, until, hint=reply.operating_reset_at)
         return parts
 
     # ---------------------------------------------------------------- list_all

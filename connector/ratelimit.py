@@ -94,13 +94,15 @@ class _MethodState:
     operating: float = 0.0
     reset_at: float | None = None  # unix time when the oldest one-minute bucket drops out
     blocked_until: float | None = None
+    fallbacks: int = 0  # 429s in a row with no reset time known: each guesses a longer block
 
 
 class OperatingLedger:
     """Per-method operating time as the portal reports it in each reply's ``time`` block.
 
     ``delay(method)`` says how long that method should wait before its next call: until the
-    block ends after a 429; until ``operating_reset_at`` when the method is within ``safety``
+    block ends after a 429 (the portal's reset time, else a guess that doubles from
+    ``fallback_block`` up to ``max_block``, the 10-minute window); until ``operating_reset_at`` when the method is within ``safety``
     seconds of the budget; a small slowdown above ``slow_at`` of the budget (as the official JS
     SDK does); else 0. Other methods are unaffected. The clock is unix time because the portal's
     ``operating_reset_at`` is.
@@ -114,6 +116,7 @@ class OperatingLedger:
         slow_at: float = 0.8,
         max_slowdown: float = 7.0,
         fallback_block: float = 60.0,
+        max_block: float = 600.0,
         clock: Clock = time.time,
     ):
         self.budget = float(budget)
@@ -121,6 +124,7 @@ class OperatingLedger:
         self.slow_at = float(slow_at)
         self.max_slowdown = float(max_slowdown)
         self.fallback_block = float(fallback_block)
+        self.max_block = float(max_block)
         self.clock = clock
         self._methods: dict[str, _MethodState] = {}
         self._lock = threading.Lock()
@@ -148,20 +152,29 @@ class OperatingLedger:
         with self._lock:
             state = self._state(method)
             state.operating = operating
+            state.fallbacks = 0  # the method answered: a later 429 starts guessing afresh
             if reset_at is not None:
                 state.reset_at = reset_at
 
-    def block(self, method: str, until: float | None = None) -> float:
+    def block(self, method: str, until: float | None = None, *, hint: float | None = None) -> float:
         """The portal answered 429 for ``method``: no call to it before ``until`` (unix time).
 
-        Without ``until`` the last known ``operating_reset_at`` is used, else ``fallback_block``
-        seconds (one bucket). Returns the time the method stays blocked until.
+        Without ``until`` (the 429's own ``operating_reset_at``) the best known reset is used: the
+        method's last known ``operating_reset_at``, else ``hint`` (a less certain reset, such as
+        the one of the batch that carried the command), else a guess of ``fallback_block`` seconds
+        that doubles with each 429 in a row up to ``max_block``. Returns the end of the block.
         """
         now = self.clock()
         with self._lock:
             state = self._state(method)
             if until is None or until <= now:
-                until = state.reset_at if state.reset_at and state.reset_at > now else now + self.fallback_block
+                if state.reset_at and state.reset_at > now:
+                    until = state.reset_at
+                elif hint is not None and hint > now:
+                    until = hint
+                else:
+                    until = now + min(self.max_block, self.fallback_block * 2 ** min(state.fallbacks, 16))
+                    state.fallbacks += 1
             state.blocked_until = max(state.blocked_until or 0.0, until)
             return state.blocked_until
 

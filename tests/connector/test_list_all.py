@@ -234,6 +234,15 @@ def test_pages_blocked_by_operating_time_inside_a_batch_resume_after_the_reset(m
     assert max(fake_time.sleeps) >= 590  # waited for the method's reset, then went on
 
 
+def test_a_method_blocked_inside_a_batch_is_not_called_again_before_its_reset(make_emulator, client_for, fake_time):
+    """The emulator's inner 429 carries no reset time: the one of the method's earlier pages is used."""
+    server = make_emulator(seed=11, deals=SEED_DEALS, operating_budget=0.05, clock=fake_time)
+    client = client_for(server)
+    ids = [int(r["ID"]) for r in client.list_all("crm.deal.list", select=["ID"], concurrency=1)]
+    assert ids == sorted(server.portal.records["deal"])
+    assert server.stats()["rejected_429"] == 1
+
+
 def test_a_fatal_page_error_names_the_command(seeded, client_for):
     client = client_for(seeded)
     with pytest.raises(errors.BatchCommandError) as info:

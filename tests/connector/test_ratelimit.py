@@ -147,3 +147,24 @@ def test_the_ledger_pauses_a_method_before_the_portal_blocks_it(make_emulator, c
     assert server.stats()["rejected_429"] == 0
     assert client.counters["ledger_pauses"] >= 1 and max(fake_time.sleeps) >= 590
     assert client.ledger.operating("crm.deal.list") < 0.05
+
+
+def test_a_429_with_nothing_known_blocks_longer_each_time_up_to_the_window(fake_time):
+    """No reset time from the portal: 60 s, then doubling, never more than the 10-minute window."""
+    ledger = OperatingLedger(480, clock=fake_time, fallback_block=60)
+    blocks = []
+    for _ in range(6):
+        blocks.append(ledger.block("crm.deal.list") - fake_time())
+        fake_time.advance(blocks[-1])
+    assert blocks == [60, 120, 240, 480, 600, 600]
+    ledger.record("crm.deal.list", _time(10, None))  # the method answered again: start over
+    assert ledger.block("crm.deal.list") - fake_time() == 60
+
+
+def test_a_429_without_its_own_reset_prefers_the_methods_known_reset_to_a_hint(fake_time):
+    ledger = OperatingLedger(480, clock=fake_time)
+    ledger.block("user.get", hint=fake_time() + 300)  # nothing known about user.get: the hint
+    assert ledger.delay("user.get") == pytest.approx(300)
+    ledger.record("crm.deal.list", _time(100, fake_time() + 200))
+    ledger.block("crm.deal.list", hint=fake_time() + 500)
+    assert ledger.delay("crm.deal.list") == pytest.approx(200)
