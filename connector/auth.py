@@ -2,17 +2,20 @@
 
 An auth object decides the URL of each method and the parameters that carry the credential; the
 transport asks it through ``target``. OAuth refreshes exactly once however many threads hit
-``expired_token`` together, and persists the new tokens (``TokenStore``) before anyone uses them.
+``expired_token`` together, and persists the new tokens (``TokenStore``) before anyone uses them;
+processes sharing one token file refresh under a file lock and adopt each other's new tokens.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -181,6 +184,10 @@ class TokenStore(Protocol):
         """Persist tokens durably; must be complete before it returns."""
         ...
 
+    def lock(self) -> contextlib.AbstractContextManager[Any]:
+        """Exclusive access for a refresh (load, refresh, save) among every user of this store."""
+        ...
+
 
 class MemoryTokenStore:
     """Keeps tokens in memory (tests, one-off runs)."""
@@ -188,6 +195,11 @@ class MemoryTokenStore:
     def __init__(self, tokens: Tokens | None = None):
         self.tokens = tokens
         self.saves = 0
+        self._lock = threading.Lock()
+
+    def lock(self) -> contextlib.AbstractContextManager[Any]:
+        """A lock shared by every auth object using this store."""
+        return self._lock
 
     def load(self) -> Tokens | None:
         """The tokens held."""
@@ -244,6 +256,26 @@ class JsonFileTokenStore:
         finally:
             os.close(dir_fd)
 
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """An exclusive lock between processes: ``flock`` on ``<token file>.lock``, held for a whole refresh.
+
+        Bitrix24 accepts a refresh token once, so two processes refreshing with the same one
+        leave the second with ``invalid_grant``; under this lock the second sees the first's new
+        tokens in the file instead.
+        """
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
     def __repr__(self) -> str:
         return f"JsonFileTokenStore({str(self.path)!r})"
 
@@ -257,7 +289,9 @@ class OAuthAuth:
     On ``expired_token`` the client calls ``refresh(seen_generation, fetch)``: under a lock, only
     the first thread whose token generation is still current asks the token endpoint; the new
     tokens are saved to the store before the generation advances, and every other thread simply
-    repeats its call with the new token.
+    repeats its call with the new token. Other processes (or auth objects) sharing the store are
+    coordinated through the store's lock: the store is re-read under it, and tokens someone else
+    saved meanwhile are adopted instead of spending our (already used) refresh token.
     """
 
     def __init__(
@@ -278,6 +312,7 @@ class OAuthAuth:
             tokens = store.load()
         if tokens is None:
             raise ValueError("OAuth needs tokens: pass them or a token store that holds them")
+        self._client_endpoint = client_endpoint
         if client_endpoint:
             tokens = replace(tokens, client_endpoint=client_endpoint)
         self._tokens = tokens
@@ -315,34 +350,73 @@ class OAuthAuth:
         return Target(endpoint + method, {**params, "auth": tokens.access_token})
 
     def refresh(self, seen_generation: int, fetch: TokenFetcher) -> None:
-        """Refresh once per generation: a caller holding an outdated generation just returns."""
+        """Refresh once per generation: a caller holding an outdated generation just returns.
+
+        Under the thread lock and the store's lock: when the store holds other tokens than ours,
+        another process refreshed; adopt them (the caller repeats its call) instead of refreshing.
+        """
         with self._lock:
             if self.generation != seen_generation:
                 return
-            query = {
-                "grant_type": "refresh_token",
-                "client_id": self.client_id,
-                "client_secret": self._client_secret,
-                "refresh_token": self._tokens.refresh_token,
-            }
-            log.info("refreshing the OAuth access token for %s", _origin(self.client_endpoint))
-            reply = fetch(self.token_url, query)
-            if "error" in reply:
-                raise errors.classify(401, dict(reply), "oauth/token")
-            tokens = Tokens.from_reply(reply, previous=self._tokens)
-            redact.register(tokens.access_token, tokens.refresh_token)
-            if self.store is not None:
-                self.store.save(tokens)  # persisted before anyone uses it: a crash cannot lose the new refresh token
-            self._tokens = tokens
-            self.generation += 1
-            self.refreshes += 1
+            with self._store_lock():
+                stored = self._stored()
+                if stored is not None and (stored.access_token, stored.refresh_token) != (
+                    self._tokens.access_token,
+                    self._tokens.refresh_token,
+                ):
+                    log.info("the OAuth tokens for %s were refreshed elsewhere; using those", _origin(self.client_endpoint))
+                    self._adopt(stored)
+                    return
+                self._refresh(fetch)
+
+    def _store_lock(self) -> contextlib.AbstractContextManager[Any]:
+        lock = getattr(self.store, "lock", None)
+        return lock() if callable(lock) else contextlib.nullcontext()
+
+    def _stored(self) -> Tokens | None:
+        """The store's tokens now, or None (no store, nothing stored, or an unreadable file)."""
+        if self.store is None:
+            return None
+        try:
+            return self.store.load()
+        except (OSError, ValueError, errors.AuthError) as exc:
+            log.warning("cannot re-read the OAuth token store (%s); refreshing with the tokens in memory", type(exc).__name__)
+            return None
+
+    def _adopt(self, tokens: Tokens) -> None:
+        if self._client_endpoint:
+            tokens = replace(tokens, client_endpoint=self._client_endpoint)
+        redact.register(tokens.access_token, tokens.refresh_token)
+        self._tokens = tokens
+        self.generation += 1
+
+    def _refresh(self, fetch: TokenFetcher) -> None:
+        """Ask the token endpoint with our refresh token and persist the reply before anyone uses it."""
+        query = {
+            "grant_type": "refresh_token",
+            "client_id": self.client_id,
+            "client_secret": self._client_secret,
+            "refresh_token": self._tokens.refresh_token,
+        }
+        log.info("refreshing the OAuth access token for %s", _origin(self.client_endpoint))
+        reply = fetch(self.token_url, query)
+        if "error" in reply:
+            raise errors.classify(401, dict(reply), "oauth/token")
+        tokens = Tokens.from_reply(reply, previous=self._tokens)
+        redact.register(tokens.access_token, tokens.refresh_token)
+        if self.store is not None:
+            self.store.save(tokens)  # persisted before anyone uses it: a crash cannot lose the new refresh token
+        self._tokens = tokens
+        self.generation += 1
+        self.refreshes += 1
 
     def rehost(self, origin: str) -> None:
         """Send further calls to the portal's new address (and remember it in the store)."""
         with self._lock:
             self._tokens = replace(self._tokens, client_endpoint=_with_origin(self.client_endpoint, origin))
             if self.store is not None:
-                self.store.save(self._tokens)
+                with self._store_lock():
+                    self.store.save(self._tokens)
 
     def __repr__(self) -> str:
         return (

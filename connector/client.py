@@ -505,14 +505,18 @@ class Bitrix24Client:
     def _attempt(self, method: str, params: dict[str, Any], methods: Sequence[str], deadline: Deadline) -> Reply:
         try:
             self._throttle(methods, deadline)
-            generation = self.auth.generation
-            try:
-                return self._send(method, params)
-            except errors.ExpiredToken:
-                self._count("expired_token")
-                self.auth.refresh(generation, self.transport.fetch_token)
+            refreshes_left = 2  # a second one when the tokens adopted from another process had expired too
+            while True:
+                generation = self.auth.generation
+                try:
+                    return self._send(method, params)
+                except errors.ExpiredToken:
+                    if not refreshes_left:
+                        raise
+                    refreshes_left -= 1
+                    self._count("expired_token")
+                    self.auth.refresh(generation, self.transport.fetch_token)
                 self._throttle(methods, deadline)
-                return self._send(method, params)
         except errors.B24Error as exc:
             if not deadline.exhausted:
                 deadline.last = exc

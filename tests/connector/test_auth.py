@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
 import pytest
 import responses
@@ -260,3 +264,87 @@ def test_new_tokens_are_stored_before_any_call_uses_them(make_emulator):
     new = auth.tokens.access_token
     assert events == [f"sent {data['access_token']}", f"saved {new}", f"sent {new}"]
     client.close()
+
+
+def _file_client(server, path):
+    """A client of its own (own auth, own bucket) on the shared token file, as a second process has."""
+    data = server.oauth
+    store = JsonFileTokenStore(path)
+    if store.load() is None:
+        store.save(Tokens.from_reply(data))
+    auth = OAuthAuth(data["client_id"], data["client_secret"], store=store)
+    return Bitrix24Client(HttpTransport(), auth, bucket=LeakyBucket(10_000, 10_000), ledger=OperatingLedger()), auth
+
+
+def test_two_clients_on_one_token_file_refresh_once(make_emulator, tmp_path):
+    """The scheduled sync and an admin's ``b24sync call`` share a token file: the second adopts the first's refresh."""
+    server = make_emulator(oauth=True)
+    path = tmp_path / "tokens.json"
+    first, first_auth = _file_client(server, path)
+    second, second_auth = _file_client(server, path)
+    server.app.expire_tokens()
+    assert first.result("crm.category.list", {"entityTypeId": 2})
+    assert second.result("crm.category.list", {"entityTypeId": 2})  # its refresh token was used up by the first
+    assert server.stats()["token_refreshes"] == 1
+    assert first_auth.refreshes == 1 and second_auth.refreshes == 0
+    assert second_auth.tokens.access_token == first_auth.tokens.access_token == JsonFileTokenStore(path).load().access_token
+    first.close()
+    second.close()
+
+
+def test_adopted_tokens_that_are_expired_too_are_refreshed(make_emulator, tmp_path):
+    server = make_emulator(oauth=True)
+    path = tmp_path / "tokens.json"
+    first, first_auth = _file_client(server, path)
+    second, second_auth = _file_client(server, path)
+    server.app.expire_tokens()
+    first.call("crm.category.list", {"entityTypeId": 2})
+    server.app.expire_tokens()  # the tokens the first saved expire before the second uses them
+    second.call("crm.category.list", {"entityTypeId": 2})
+    assert server.stats()["token_refreshes"] == 2
+    assert second_auth.refreshes == 1
+    first.close()
+    second.close()
+
+
+_PROCESS = r"""
+import sys, time
+from pathlib import Path
+from connector.auth import JsonFileTokenStore, OAuthAuth
+from connector.client import Bitrix24Client
+from connector.ratelimit import LeakyBucket, OperatingLedger
+from connector.transport import HttpTransport
+
+path, client_id, secret, ready, go = sys.argv[1:6]
+auth = OAuthAuth(client_id, secret, store=JsonFileTokenStore(path))
+client = Bitrix24Client(HttpTransport(), auth, bucket=LeakyBucket(10_000, 10_000), ledger=OperatingLedger())
+Path(ready).touch()
+while not Path(go).exists():
+    time.sleep(0.01)
+client.call("crm.category.list", {"entityTypeId": 2})
+print(auth.refreshes)
+"""
+
+
+def test_two_processes_on_one_token_file_refresh_once(make_emulator, tmp_path):
+    server = make_emulator(oauth=True)
+    data = server.oauth
+    path = tmp_path / "tokens.json"
+    JsonFileTokenStore(path).save(Tokens.from_reply(data))
+    server.app.expire_tokens()
+    root = Path(__file__).resolve().parents[2]
+    go = tmp_path / "go"
+    procs = []
+    for i in range(2):
+        ready = tmp_path / f"ready{i}"
+        args = [sys.executable, "-c", _PROCESS, str(path), data["client_id"], data["client_secret"], str(ready), str(go)]
+        procs.append((subprocess.Popen(args, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), ready))
+    for proc, ready in procs:
+        while not ready.exists():
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.01)
+    go.touch()
+    outputs = [proc.communicate(timeout=60) for proc, _ in procs]
+    assert [proc.returncode for proc, _ in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert sorted(int(out) for out, _ in outputs) == [0, 1]
+    assert server.stats()["token_refreshes"] == 1
