@@ -8,8 +8,10 @@ Retry policy for writes. A write whose reply was lost may have been applied, and
 could create a second deal. So a write (anything but list/get/fields-like reads) is retried only
 when the portal certainly did not run it: 503 ``QUERY_LIMIT_EXCEEDED`` and 429
 ``OPERATION_TIME_LIMIT`` (both refused before the handler), 401 ``expired_token`` (refused at auth),
-and ``ConnectFailed`` (no connection was ever opened). Timeouts, dropped connections, truncated
-bodies, HTML pages and 5xx are raised to the caller for a write, and retried for a read.
+``ConnectFailed`` (no connection was ever opened), and a failure of the token endpoint while
+refreshing after ``expired_token`` (the call itself was refused at auth). Timeouts, dropped
+connections, truncated bodies, HTML pages and 5xx are raised to the caller for a write, and
+retried for a read.
 """
 
 from __future__ import annotations
@@ -480,6 +482,8 @@ class Bitrix24Client:
     def _may_retry(exc: BaseException, write: bool) -> bool:
         if isinstance(exc, (errors.QueryLimitExceeded, errors.OperationTimeLimit, errors.ConnectFailed)):
             return True  # the portal certainly did not run the call
+        if getattr(exc, "unsent", False):
+            return True  # the token refresh failed: the call was refused at auth and never ran
         return not write and isinstance(exc, errors.RetriableError)
 
     def _jitter(self, attempt: int) -> float:
@@ -515,11 +519,23 @@ class Bitrix24Client:
                         raise
                     refreshes_left -= 1
                     self._count("expired_token")
-                    self.auth.refresh(generation, self.transport.fetch_token)
+                    self._refresh(generation)
                 self._throttle(methods, deadline)
         except errors.B24Error as exc:
             if not deadline.exhausted:
                 deadline.last = exc
+            raise
+
+    def _refresh(self, generation: int) -> None:
+        """Refresh the OAuth token; a token endpoint that failed on its way marks the error ``unsent``.
+
+        The call itself was refused at auth (``expired_token``), so repeating it is safe even for a
+        write when only the refresh failed (timeout, dropped connection, 5xx of the token server).
+        """
+        try:
+            self.auth.refresh(generation, self.transport.fetch_token)
+        except errors.RetriableError as exc:
+            exc.unsent = True  # type: ignore[attr-defined]
             raise
 
     def _throttle(self, methods: Sequence[str], deadline: Deadline) -> None:

@@ -156,6 +156,30 @@ def test_write_failure_table_with_mocks(fake_time, caplog, status, body, expecte
 
 
 @responses.activate
+@pytest.mark.parametrize(
+    "token_failure",
+    [requests.exceptions.ReadTimeout("read timeout"), _reset(), "500"],
+    ids=["token-endpoint-timeout", "token-endpoint-dropped", "token-endpoint-500"],
+)
+def test_a_write_whose_token_refresh_failed_is_repeated_and_applied_once(fake_time, token_failure):
+    """The write was refused at auth (expired_token); only the token endpoint failed, so repeating it is safe."""
+    url = OAUTH_ENDPOINT + "crm.deal.add"
+    expired = _err("expired_token", "The access token provided has expired.")
+    responses.post(url, status=401, json=expired)
+    responses.post(url, status=401, json=expired)
+    responses.post(url, json={"result": 17})
+    if token_failure == "500":
+        responses.get(TOKEN_URL, status=500, json=_err("INTERNAL_SERVER_ERROR", "oops"))
+    else:
+        responses.get(TOKEN_URL, body=token_failure)
+    responses.get(TOKEN_URL, json={"access_token": "acc-new-token", "refresh_token": "ref-new-token"})
+    client = make_client(HttpTransport(), _auth("oauth"), fake_time)
+    assert client.result("crm.deal.add", {"fields": {"TITLE": "x"}}) == 17
+    posts = [json.loads(c.request.body)["auth"] for c in responses.calls if c.request.method == "POST"]
+    assert posts == ["acc-old-token", "acc-old-token", "acc-new-token"]  # the portal ran it once, with the new token
+
+
+@responses.activate
 def test_retries_are_bounded_in_count(fake_time):
     url = WEBHOOK + "crm.deal.list"
     responses.post(url, status=503, json=_err("QUERY_LIMIT_EXCEEDED", "Too many requests"))
