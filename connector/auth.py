@@ -90,7 +90,8 @@ class WebhookAuth:
             or not segments[1].isdigit()
         ):
             shown = f"{parts.scheme}://{parts.netloc}/..." if parts.netloc else "something else"
-            raise ValueError(f"a webhook URL looks like https://PORTAL/rest/USER_ID/CODE/ (got {shown})")
+            # placeholders with spaces: redact's /rest/<id>/<code> pattern must not mask the hint itself
+            raise ValueError(f"a webhook URL looks like https://PORTAL/rest/<user id>/<webhook code>/ (got {shown})")
         self.user_id = int(segments[1])
         self._code = segments[2]
         redact.register(self._code)

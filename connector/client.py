@@ -133,6 +133,12 @@ def shape_of(method: str) -> ListShape:
     return SHAPES.get(method.strip().lower(), ListShape())
 
 
+def is_list_method(method: str) -> bool:
+    """True for a method ``list_all`` can page through: ``*.list`` or one ``SHAPES`` knows (``user.get``)."""
+    name = method.strip().lower()
+    return name.endswith(".list") or name in SHAPES
+
+
 def _id_key(key: str, id_field: str) -> tuple[str, str] | None:
     """``">=ID"`` -> (">=", "ID") when the key filters the ID field, else None."""
     operator = ""

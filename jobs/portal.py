@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from connector.auth import Auth, JsonFileTokenStore, OAuthAuth, WebhookAuth
-from connector.client import Bitrix24Client, RetryPolicy
+from connector.client import Bitrix24Client, RetryPolicy, is_list_method
 from connector.encoding import parse_pairs
 from connector.errors import B24Error
 from connector.redact import redact
@@ -225,6 +225,8 @@ def run_call(
 ) -> None:
     """``b24sync call``: print one method's result as pretty JSON, or with ``stream_all`` every record as JSON lines."""
     params = parse_cli_pairs(pairs)
+    if stream_all and not is_list_method(method):
+        raise CallFailed(f"--all needs a list method (crm.deal.list, crm.item.list, user.get...), not {method}", 2)
     try:
         client = open_client(webhook, config, environ=environ, transport=transport, retry=CLI_RETRY)
     except PortalNotConfigured as exc:

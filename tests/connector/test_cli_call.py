@@ -154,8 +154,9 @@ def test_missing_portal_is_a_clear_error(tmp_path, monkeypatch, config_text, env
         (["crm.deal.list", "oops"], 2, "KEY=VALUE"),
         (["crm.deal.list", "--all", "filter=5"], 2, "filter must be nested keys"),
         (["crm.deal.list", "--all", "filter[>ID]=abc"], 2, "must be an integer ID"),
+        (["crm.deal.get", "--all", "id=1"], 2, "--all needs a list method"),
     ],
-    ids=["unknown-method", "not-found", "bad-pair", "flat-filter", "bad-id-filter"],
+    ids=["unknown-method", "not-found", "bad-pair", "flat-filter", "bad-id-filter", "all-of-a-get"],
 )
 def test_call_errors_go_to_stderr_without_traceback(emulator, args, code, expected):
     result = run("call", *args, "--webhook", emulator.url)
@@ -163,3 +164,11 @@ def test_call_errors_go_to_stderr_without_traceback(emulator, args, code, expect
     assert expected in result.stderr and result.stdout == ""
     assert "Traceback" not in result.stderr
     assert emulator.url.split("/rest/")[1] not in result.stderr
+
+
+def test_a_malformed_webhook_shows_the_expected_shape_but_not_its_code(monkeypatch):
+    monkeypatch.setenv("B24SYNC_WEBHOOK", "https://portal.example.ru/rest/admin/secret-code-77/")
+    result = run("call", "profile")
+    assert result.exit_code == 2
+    assert "looks like https://PORTAL/rest/<user id>/<webhook code>/" in result.stderr  # the hint is not masked
+    assert "secret-code-77" not in result.stderr
