@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -11,6 +12,26 @@ from connector.auth import WebhookAuth
 from connector.client import Bitrix24Client, RetryPolicy
 from connector.ratelimit import LeakyBucket, OperatingLedger
 from connector.transport import HttpTransport
+
+class FailFirstCommand:
+    """Wraps a transport: after the first request, the first command of every batch fails with ``error``.
+
+    The rest of the batch reply is dropped, as when the portal halts a chained export at a failed page.
+    """
+
+    def __init__(self, inner: Any, error: dict[str, str]):
+        self.inner, self.fetch_token, self.close = inner, inner.fetch_token, inner.close
+        self.error = error
+        self.batches = 0
+
+    def send(self, method: str, params: Any, auth: Any) -> Any:
+        reply = self.inner.send(method, params, auth)
+        self.batches += 1
+        if method != "batch" or self.batches == 1:
+            return reply
+        first = next(iter(params["cmd"]))
+        return replace(reply, result={**reply.result, "result": {}, "result_error": {first: dict(self.error)}})
+
 
 FAST_RETRY = RetryPolicy(attempts=4, max_elapsed=900.0, base=0.01, cap=0.05)
 

@@ -6,8 +6,6 @@ error instead, and the sleeps it did make never add up to more than the deadline
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any
 
 import pytest
 
@@ -16,7 +14,7 @@ from connector.auth import WebhookAuth
 from connector.client import RetryPolicy
 from connector.envelope import Reply
 
-from .conftest import make_client
+from .conftest import FailFirstCommand, make_client
 
 WEBHOOK = "https://portal.example.ru/rest/1/deadline0code/"
 CLI_LIKE = RetryPolicy(attempts=4, max_elapsed=120.0, base=0.5, cap=30.0)
@@ -117,28 +115,11 @@ def test_batch_commands_blocked_by_operating_time_end_within_the_deadline(fake_t
     assert fake_time() - started <= CLI_LIKE.max_elapsed
 
 
-class SegmentBlocker:
-    """Wraps an emulator transport: after the first batch, the first command of every batch gets 429."""
-
-    def __init__(self, inner):
-        self.inner, self.fetch_token, self.close = inner, inner.fetch_token, inner.close
-        self.batches = 0
-
-    def send(self, method, params, auth):
-        reply = self.inner.send(method, params, auth)
-        self.batches += 1
-        if method != "batch" or self.batches == 1:
-            return reply
-        first = next(iter(params["cmd"]))
-        body: dict[str, Any] = {**reply.result, "result": {}, "result_error": {first: dict(BLOCKED)}}
-        return replace(reply, result=body)
-
-
 @pytest.mark.parametrize("concurrency", [1, 3])
 def test_export_segments_blocked_by_operating_time_end_within_the_deadline(make_emulator, client_for, fake_time, concurrency):
     server = make_emulator(seed=11, deals=400)
     client = client_for(server, retry=CLI_LIKE)
-    client.transport = SegmentBlocker(client.transport)
+    client.transport = FailFirstCommand(client.transport, BLOCKED)
     started = fake_time()
     with pytest.raises(errors.BatchCommandError) as info:
         list(client.list_all("crm.deal.list", select=["ID"], batch_size=2, concurrency=concurrency))

@@ -13,6 +13,8 @@ import pytest
 from connector import errors
 from connector.client import PAGE, KeysetExport, ListShape, RetryPolicy
 
+from .conftest import FailFirstCommand
+
 SEED_DEALS = 1200
 
 
@@ -373,23 +375,7 @@ def test_retry_policy_in_list_all_is_bounded(seeded, client_for, concurrency):
     """A page that keeps failing with a retriable error ends the export after the allowed attempts."""
     client = client_for(seeded, retry=RetryPolicy(attempts=3, base=0.01))
 
-    class Failing:
-        """After the first request, the first page of every batch fails with a 500."""
-
-        def __init__(self, inner):
-            self.inner, self.fetch_token, self.close = inner, inner.fetch_token, inner.close
-            self.batches = 0
-
-        def send(self, method, params, auth):
-            reply = self.inner.send(method, params, auth)
-            self.batches += 1
-            if method != "batch" or self.batches == 1:
-                return reply
-            first = next(iter(params["cmd"]))
-            body = {**reply.result, "result": {}, "result_error": {first: {"error": "INTERNAL_SERVER_ERROR", "error_description": "Internal server error"}}}
-            return replace(reply, result=body)
-
-    client.transport = Failing(client.transport)
+    client.transport = FailFirstCommand(client.transport, {"error": "INTERNAL_SERVER_ERROR", "error_description": "Internal server error"})
     with pytest.raises(errors.BatchCommandError) as info:
         list(client.list_all("crm.deal.list", concurrency=concurrency))
     assert isinstance(info.value.error, errors.ServerError)
