@@ -6,7 +6,6 @@ error instead, and the sleeps it did make never add up to more than the deadline
 
 from __future__ import annotations
 
-
 import pytest
 
 from connector import errors
