@@ -34,6 +34,7 @@ from connector.auth import Auth, OAuthAuth, WebhookAuth
 from connector.encoding import encode_query
 from connector.envelope import Reply
 from connector.ratelimit import PLANS, LeakyBucket, OperatingLedger
+from connector.stages import stage_entity_id
 from connector.transport import HttpTransport, Transport
 
 log = logging.getLogger(__name__)
@@ -937,8 +938,7 @@ class Bitrix24Client:
 
     def stages(self, category_id: int = 0) -> list[dict[str, Any]]:
         """The stages of one deal pipeline, sorted as the portal sorts them (``crm.status.list``)."""
-        entity_id = "DEAL_STAGE" if not category_id else f"DEAL_STAGE_{category_id}"
-        result = self.result("crm.status.list", {"filter": {"ENTITY_ID": entity_id}, "order": {"SORT": "ASC"}})
+        result = self.result("crm.status.list", {"filter": {"ENTITY_ID": stage_entity_id(category_id)}, "order": {"SORT": "ASC"}})
         return list(result.values()) if isinstance(result, Mapping) else list(result or [])
 
 

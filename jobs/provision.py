@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from connector.stages import DEAL_STAGE, stage_prefix
+from connector.stages import stage_entity_id as stage_entity
 from mappings.config import (
     DEAL_KEY_MAX,
     Config,
@@ -38,7 +40,7 @@ KINDS = ("pipeline", "stage", "lead_status")
 ORIGINATOR = "b24sync"
 ORIGINATOR_NEW = "b24sync:new"  # a pipeline whose creation is not finished yet
 LEAD_ENTITY = "STATUS"
-DEAL_ENTITY = "DEAL_STAGE"
+DEAL_ENTITY = DEAL_STAGE
 DEAL_TYPE_ID = 2
 SEMANTICS_CODE = {"process": "", "success": "S", "failure": "F"}
 SEMANTICS_NAME = {None: "process", "": "process", "S": "success", "F": "failure"}
@@ -223,16 +225,6 @@ def plan_fingerprint(snapshot: Snapshot, counts: list[dict[str, Any]]) -> str:
     relied = sorted([c["kind"], c["key"], c["method"], c["filter"], int(c["records"])] for c in counts)
     text = json.dumps({"snapshot": snapshot.fingerprint(), "counts": relied}, ensure_ascii=False, sort_keys=True)
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def stage_entity(category_id: int) -> str:
-    """ENTITY_ID of a deal pipeline's stages."""
-    return DEAL_ENTITY if category_id == 0 else f"{DEAL_ENTITY}_{category_id}"
-
-
-def stage_prefix(category_id: int) -> str:
-    """STATUS_ID prefix of a deal pipeline's stages: "" for the default one, ``C{N}:`` otherwise."""
-    return "" if category_id == 0 else f"C{category_id}:"
 
 
 def read_snapshot(api: Gateway) -> Snapshot:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from connector.stages import DEAL_STAGE, stage_entity_id, stage_prefix  # noqa: F401 (re-exported for the handlers)
+
 if TYPE_CHECKING:
     from connector.emulator.state import Portal
 
@@ -134,7 +136,7 @@ ENTITY_TYPES_TAIL: tuple[tuple[str, str, dict[str, Any]], ...] = (
 DEAL_STAGES_TYPE_NAME = "Стадии сделок"
 
 LEAD_ENTITY = "STATUS"
-DEAL_ENTITY = "DEAL_STAGE"
+DEAL_ENTITY = DEAL_STAGE
 QUOTE_ENTITY = "QUOTE_STATUS"
 FIXED_ENTITIES = frozenset(
     [key for key, _, _ in ENTITY_TYPES_HEAD] + [key for key, _, _ in ENTITY_TYPES_TAIL]
@@ -148,24 +150,12 @@ EXTRA_SEMANTICS = {None: "process", "S": "success", "F": "failure"}
 # ---------------------------------------------------------------------------- naming
 
 
-def stage_entity_id(category_id: int | str | None) -> str:
-    """ENTITY_ID of a deal pipeline's stages: ``DEAL_STAGE`` for 0, ``DEAL_STAGE_N`` otherwise."""
-    cat = int(category_id or 0)
-    return DEAL_ENTITY if cat == 0 else f"{DEAL_ENTITY}_{cat}"
-
-
 def category_of_entity(entity_id: str) -> int | None:
     """The deal pipeline id of a stage ENTITY_ID (``DEAL_STAGE_3`` -> 3), None for other dictionaries."""
     match = _DEAL_ENTITY_RE.match(entity_id or "")
     if match is None:
         return None
     return int(match.group(1) or 0)
-
-
-def stage_prefix(category_id: int | str | None) -> str:
-    """The STATUS_ID prefix of a pipeline's stages: "" for 0, ``C{N}:`` otherwise."""
-    cat = int(category_id or 0)
-    return "" if cat == 0 else f"C{cat}:"
 
 
 def category_of_stage(status_id: str) -> int:

@@ -417,10 +417,10 @@ def status_add(call: Call) -> int:
         if not pipelines.is_known_entity(portal, entity_id):
             raise ApiError("", "Specified entity type is not supported.")
         category = pipelines.category_of_entity(entity_id)
-        prefix = f"C{category}" if category else ""
+        prefix = pipelines.stage_prefix(category)
         code = status_id.split(":", 1)[1] if ":" in status_id else status_id
-        full_code = f"{prefix}:{code}" if prefix else code
-        max_length, latin_only = _max_code_length(entity_id, f"{prefix}:" if prefix else "")
+        full_code = prefix + code
+        max_length, latin_only = _max_code_length(entity_id, prefix)
         if len(code) > max_length:
             raise ApiError("", f"The maximum length of STATUS_ID is {max_length} characters.")
         if latin_only and not _STAGE_CODE_RE.match(code):
