@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from connector.emulator import registry
 from connector.emulator.state import cyclic_gc_paused
+from connector.stages import stage_prefix
 
 if TYPE_CHECKING:
     from connector.emulator.state import Portal
@@ -412,7 +413,7 @@ class _Player:
                                                                                  "sort": 100 * len(self.category_ids)}})
             category_id = reply["category"]["id"]
             self.category_ids.append(category_id)
-            self.stage_prefix.append(f"C{category_id}:")
+            self.stage_prefix.append(stage_prefix(category_id))
         self._userfields()
 
     def _users(self) -> None:
