@@ -34,38 +34,13 @@ from connector.auth import Auth, OAuthAuth, WebhookAuth
 from connector.encoding import encode_query
 from connector.envelope import Reply
 from connector.ratelimit import PLANS, LeakyBucket, OperatingLedger
-from connector.stages import stage_entity_id
+from connector.catalog import ListShape, SHAPES, is_list_method, is_write, shape_of, stage_entity_id  # noqa: F401 (re-exported)
 from connector.transport import HttpTransport, Transport
 
 log = logging.getLogger(__name__)
 
 PAGE = 50  # rows per page; the portal does not allow more
 MAX_BATCH = 50  # commands per batch
-
-# last segment of a method name that only reads
-_READ_VERBS = frozenset({"list", "get", "fields", "types", "items", "current", "search", "info", "count", "time"})
-_READ_METHODS = frozenset({"profile", "methods", "scope", "method.get", "events", "feature.get", "app.info", "user.access"})
-
-
-def is_write(method: str, params: Mapping[str, Any] | None = None) -> bool:
-    """True when ``method`` may change the portal (decides whether a lost reply may be retried)."""
-    name = method.strip().lower()
-    if name.endswith(".json"):
-        name = name[: -len(".json")]
-    if name == "event.offline.get":  # clear=1 (the default) deletes what it returns
-        clear = _param(params or {}, "clear", 1)
-        return str(clear).strip().lower() not in ("0", "false", "n", "")
-    if name in _READ_METHODS:
-        return False
-    return name.rsplit(".", 1)[-1] not in _READ_VERBS
-
-
-def _param(params: Mapping[str, Any], name: str, default: Any = None) -> Any:
-    for key, value in params.items():
-        if str(key).lower() == name:
-            return value
-    return default
-
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -107,37 +82,6 @@ class Deadline:
         """Mark the deadline as reached; the error to raise: the last one seen, else ``fallback``."""
         self.exhausted = True
         return self.last or fallback
-
-
-# ---------------------------------------------------------------- list shapes
-
-
-@dataclass(frozen=True)
-class ListShape:
-    """How a list method pages: where its rows are, its ID field, and its sort parameters."""
-
-    items_key: str | None = None  # rows are result[items_key] instead of result itself
-    id_field: str = "ID"
-    sort_style: bool = False  # user.get: sort="ID", order="ASC" instead of order={"ID": "ASC"}
-    counts: bool = False  # True: send start=0 (the method may not know start=-1)
-
-
-SHAPES: dict[str, ListShape] = {
-    "crm.item.list": ListShape("items", "id"),
-    "crm.stagehistory.list": ListShape("items", "ID"),
-    "user.get": ListShape(None, "ID", sort_style=True, counts=True),
-}
-
-
-def shape_of(method: str) -> ListShape:
-    """The paging shape of a list method (legacy ``crm.*.list`` by default)."""
-    return SHAPES.get(method.strip().lower(), ListShape())
-
-
-def is_list_method(method: str) -> bool:
-    """True for a method ``list_all`` can page through: ``*.list`` or one ``SHAPES`` knows (``user.get``)."""
-    name = method.strip().lower()
-    return name.endswith(".list") or name in SHAPES
 
 
 def _id_key(key: str, id_field: str) -> tuple[str, str] | None:

@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from connector.stages import DEAL_STAGE, stage_prefix
-from connector.stages import stage_entity_id as stage_entity
+from connector.catalog import DEAL_STAGE, stage_prefix
+from connector.catalog import stage_entity_id as stage_entity
 from mappings.config import (
     DEAL_KEY_MAX,
     Config,

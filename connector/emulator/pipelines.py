@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from connector.stages import DEAL_STAGE, stage_entity_id, stage_prefix  # noqa: F401 (re-exported for the handlers)
+from connector.catalog import DEAL_STAGE, stage_entity_id, stage_prefix  # noqa: F401 (re-exported for the handlers)
 
 if TYPE_CHECKING:
     from connector.emulator.state import Portal

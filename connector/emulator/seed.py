@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from connector.emulator import registry
 from connector.emulator.state import cyclic_gc_paused
-from connector.stages import stage_prefix
+from connector.catalog import stage_prefix
 
 if TYPE_CHECKING:
     from connector.emulator.state import Portal
