@@ -21,46 +21,6 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-# ---------------------------------------------------------------- emulator (issue 2)
-
-
-@main.group()
-def emulator() -> None:
-    """A local Bitrix24 REST emulator (webhook and OAuth, limits, faults, seeded data)."""
-
-
-@emulator.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=0, show_default=True, type=int, help="Port (0 = a free one).")
-@click.option("--secret", default=None, help="Webhook code (default: random).")
-@click.option("--seed", default=None, type=int, help="Build a seeded portal of about N deals (deterministic).")
-@click.option("--rate", default=2.0, show_default=True, type=float, help="Leaky bucket drain, requests per second.")
-@click.option("--burst", default=50.0, show_default=True, type=float, help="Leaky bucket size (503 above it).")
-@click.option("--operating-budget", default=480.0, show_default=True, type=float,
-              help="Seconds of operating time per method per 10 minutes (429 above it).")
-@click.option("--faults", default=None, help='Fault injection, e.g. "5xx=0.05,timeout=0.02,html=0.01,cut=0.01,reset=0.01,seed=7,hang=30".')
-@click.option("--latency", default=0.0, show_default=True, type=float,
-              help="Delay each reply by its modelled cost times SCALE plus a 20 ms round trip.")
-@click.option("--state", default=None, type=click.Path(dir_okay=False), help="Load the portal from PATH and save it there on exit.")
-@click.option("--timezone", default="+03:00", show_default=True, help="Portal UTC offset.")
-@click.option("--oauth-client-id", default=None, help="Install an OAuth app with this client_id.")
-@click.option("--oauth-client-secret", default=None, help="Its client_secret.")
-@click.option("--oauth-tokens", default=None, type=click.Path(dir_okay=False),
-              help="Write the app's first token reply (JSON, mode 600) to PATH.")
-@click.option("--token-ttl", default=3600.0, show_default=True, type=float, help="Access token lifetime, seconds.")
-def emulator_serve(**options: object) -> None:
-    """Serve until SIGINT/SIGTERM; prints one line `webhook: URL` to stdout when ready."""
-    from connector.emulator.faults import FaultPlan
-    from connector.emulator.server import serve
-
-    try:
-        FaultPlan.parse(options["faults"])  # type: ignore[arg-type]
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--faults") from None
-    options["access_ttl"] = options.pop("token_ttl")
-    sys.exit(serve(**options))  # type: ignore[arg-type]
-
-
 # ---------------------------------------------------------------- call (issue 3)
 
 
@@ -270,6 +230,16 @@ def provision_export(webhook: str | None, config: str | None, out: str | None) -
     else:
         click.echo(text, nl=False)
 
+
+
+def _register_groups() -> None:
+    """Command groups that live beside the code they drive."""
+    from connector.emulator.cli import emulator
+
+    main.add_command(emulator)
+
+
+_register_groups()
 
 
 if __name__ == "__main__":
