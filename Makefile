@@ -17,8 +17,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m jobs.demo
 
+# The tests need PostgreSQL and Chromium: .ci/services makes sure they are here and running.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	url="$$(.ci/services)" && B24SYNC_TEST_PG_URL="$$url" $(BIN)/python -m pytest -q -p no:cacheprovider
 
 # Benchmarks print figures side by side with a baseline; DEALS sets the portal size (default 100,000).
 DEALS ?= 100000
