@@ -238,6 +238,12 @@ class KeysetExport:
         if descending and len(ids) == PAGE:
             self.top_span = ids[0] - ids[-1]
 
+    def known_ceiling(self, ceiling: int) -> None:
+        """Take a ceiling the caller already knows (it probed the method itself); no probe is spent."""
+        self.ceiling = ceiling
+        if ceiling <= self.cursor:
+            self.done = True
+
     def row_id(self, row: Mapping[str, Any]) -> int:
         """The integer ID of a row (stage history gives ints or strings)."""
         try:
@@ -646,6 +652,7 @@ class Bitrix24Client:
         batch_size: int = MAX_BATCH,
         shape: ListShape | None = None,
         concurrency: int = 3,
+        ceiling: int | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Yield every record of a list method once, in ID order, holding at most one batch in memory.
 
@@ -663,17 +670,27 @@ class Bitrix24Client:
         are still yielded in ID order, and memory holds at most ``concurrency`` batches. A segment
         ends at its upper bound or at a short page, as the docs' recipe has it; the sequential chain
         (``concurrency=1``) goes further and re-reads after a short page below the ceiling.
+
+        ``ceiling`` is the highest matching ID when the caller already knows it (it probed the
+        method in a batch of its own): no probe is spent and the export goes straight to one
+        chained batch of up to ``batch_size`` pages; segments start only once the density of
+        matching IDs has been seen.
         """
         if strategy not in ("chain", "window"):
             raise ValueError("strategy must be 'chain' or 'window'")
         batch_size = max(1, min(MAX_BATCH, batch_size))
         export = KeysetExport(method, filter, select, entity_type_id, params, shape)
         failures = 0
-        first = True
+        first = ceiling is None
+        if ceiling is not None:
+            export.known_ceiling(_as_int(ceiling, "ceiling"))
         deadline: Deadline | None = None  # one per page: renewed whenever the export moves on
         while not export.done:
             deadline = deadline or self._deadline()
-            if not first and strategy == "chain" and concurrency > 1 and (export.remaining() or 0) > 1.5 * PAGE * batch_size:
+            if (
+                not first and strategy == "chain" and concurrency > 1 and export.density() is not None
+                and (export.remaining() or 0) > 1.5 * PAGE * batch_size
+            ):
                 yield from self._export_segments(export, batch_size, concurrency)
                 break
             commands = self._export_commands(export, strategy, batch_size, first)
@@ -837,6 +854,22 @@ class Bitrix24Client:
                 break
             commands[f"w{i}"] = (method, export.window(low, high))
         return commands
+
+    # ---------------------------------------------------------------- counting and IDs
+
+    def count(self, method: str, filter: Mapping[str, Any] | None = None, entity_type_id: int | None = None) -> int:
+        """The number of records matching ``filter``: one counted page (``select ID``, ``start=0``), its ``total``."""
+        shape = shape_of(method)
+        params: dict[str, Any] = {"filter": dict(filter or {}), "select": [shape.id_field], "start": 0}
+        if entity_type_id is not None:
+            params["entityTypeId"] = entity_type_id
+        return int(self.call(method, params).total or 0)
+
+    def ids(self, method: str, filter: Mapping[str, Any] | None = None, entity_type_id: int | None = None) -> Iterator[int]:
+        """The ID of every record matching ``filter``, in ascending order (a keyset export selecting only the ID)."""
+        id_field = shape_of(method).id_field
+        for row in self.list_all(method, filter, [id_field], entity_type_id):
+            yield int(row[id_field])
 
     # ---------------------------------------------------------------- typed helpers
 

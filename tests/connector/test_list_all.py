@@ -379,3 +379,81 @@ def test_retry_policy_in_list_all_is_bounded(seeded, client_for, concurrency):
     with pytest.raises(errors.BatchCommandError) as info:
         list(client.list_all("crm.deal.list", concurrency=concurrency))
     assert isinstance(info.value.error, errors.ServerError)
+
+
+# ---------------------------------------------------------------- count, ids, and a ceiling the caller knows
+
+
+def test_count_is_one_counted_page(seeded, client_for):
+    client = client_for(seeded)
+    seeded.app.reset_stats()
+    deals = seeded.portal.records["deal"]
+    assert client.count("crm.deal.list") == len(deals)
+    assert client.count("crm.deal.list", {"CATEGORY_ID": 0}) == sum(d["CATEGORY_ID"] == "0" for d in deals.values())
+    assert client.count("crm.item.list", {">id": 100}, entity_type_id=2) == sum(i > 100 for i in deals)
+    assert seeded.stats()["requests_total"] == 3
+
+
+def test_ids_are_every_matching_id_in_order(seeded, client_for):
+    client = client_for(seeded)
+    deals = seeded.portal.records["deal"]
+    assert list(client.ids("crm.deal.list", {"CATEGORY_ID": 0})) == [i for i, d in sorted(deals.items()) if d["CATEGORY_ID"] == "0"]
+    assert list(client.ids("crm.item.list", {"<=id": 300}, entity_type_id=2)) == [i for i in sorted(deals) if i <= 300]
+
+
+class Recording:
+    """Wraps a transport; keeps the ``cmd`` of every batch it sends."""
+
+    def __init__(self, inner):
+        self.inner, self.fetch_token, self.close = inner, inner.fetch_token, inner.close
+        self.batches: list[dict[str, str]] = []
+
+    def send(self, method, params, auth):
+        if method == "batch":
+            self.batches.append(dict(params["cmd"]))
+        return self.inner.send(method, params, auth)
+
+
+def _probe_and_first_page(client, method, flt):
+    """What the mirror's sync does for each entity: the probe and the first page in one batch of its own."""
+    parts = client.batch({
+        "top": (method, {"filter": flt, "order": {"ID": "DESC"}, "select": ["ID"], "start": -1}),
+        "p0": (method, {"filter": {**flt, ">ID": 0}, "order": {"ID": "ASC"}, "select": ["ID"], "start": -1}),
+    })
+    return (int(parts["top"][0]["ID"]) if parts["top"] else 0), parts["p0"]
+
+
+def test_a_known_ceiling_spends_no_probe_and_continues_in_one_chained_batch(make_emulator, client_for):
+    """About 1,000 changed deals spread over 4,000: the probe, the first page and the rest cost two requests."""
+    server = make_emulator(seed=11, deals=4000)
+    client = client_for(server)
+    deals = server.portal.records["deal"]
+    since = max(d["DATE_MODIFY"] for d in deals.values())
+    changed = sorted(random.Random(3).sample(sorted(deals), 1000))
+    client.batch([("crm.deal.update", {"id": i, "fields": {"COMMENTS": "изменена"}}) for i in changed])
+    server.app.reset_stats()
+    flt = {">DATE_MODIFY": since}
+    top, first = _probe_and_first_page(client, "crm.deal.list", flt)
+    assert top == changed[-1] and len(first) == PAGE
+    client.transport = sent = Recording(client.transport)
+    rest = list(client.list_all("crm.deal.list", {**flt, ">ID": int(first[-1]["ID"])}, ["ID"], ceiling=top))
+    assert [int(r["ID"]) for r in first + rest] == changed
+    assert server.stats()["requests_total"] == 2
+    (continuation,) = sent.batches
+    assert len(continuation) == 50 and not any("DESC" in text for text in continuation.values())  # no probe
+
+
+def test_a_ceiling_at_the_cursor_costs_nothing(emulator, client_for):
+    client = client_for(emulator)
+    assert list(client.list_all("crm.deal.list", {">ID": 70}, ceiling=70)) == []
+    assert emulator.stats()["requests_total"] == 0
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+def test_a_known_ceiling_still_exports_everything_below_it(seeded, client_for, concurrency):
+    client = client_for(seeded)
+    ids = sorted(seeded.portal.records["deal"])
+    top = ids[-100]
+    flt = {">ID": ids[10], "<=ID": top}
+    got = [int(r["ID"]) for r in client.list_all("crm.deal.list", flt, ["ID"], ceiling=top, batch_size=3, concurrency=concurrency)]
+    assert got == [i for i in ids if ids[10] < i <= top]
