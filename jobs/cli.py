@@ -1,19 +1,131 @@
-"""The b24sync command line: thin wrappers that parse options and call the jobs.
+"""The b24sync command line: thin commands that parse options and call the jobs.
 
-Each command group lives in its own section below; keep commands thin and put the work in jobs/.
+Every command runs inside one error boundary (``CommandLine.main``): the project's errors and the
+operating system's become one ``error: ...`` message and an exit code (``jobs.errors.failure_of``);
+a traceback only with ``-vv``. Commands raise ``jobs.errors.UserError`` instead of printing and exiting.
+
+Adding a command: decorate it with the shared options below and keep the work in ``jobs/``::
+
+    @main.command("status")
+    @portal_options()                 # --webhook, --config, --timeout -> portal: PortalOptions
+    @db_option                        # --db URL -> db: str | None
+    @format_option()                  # --format text|json -> fmt (json: errors as JSON on stdout)
+    def status_command(portal, db, fmt):
+        with portal.client() as client:
+            ...
+        return 0                      # the exit code (None means 0)
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
+import re
 import sys
+import traceback
+from collections.abc import Callable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
 
+from jobs.errors import EXIT_ERROR, EXIT_USAGE, UserError, failure_of
+from jobs.portal import DEFAULT_TIMEOUT, MAX_TIMEOUT, PortalOptions, current_portal
 
-@click.group()
-@click.option("-v", "--verbose", count=True, help="More log output on stderr (-v info, -vv debug).")
+# ---------------------------------------------------------------- the error boundary
+
+
+@dataclass
+class Invocation:
+    """What the boundary knows about the running command line: how to report an error."""
+
+    argv: list[str]
+    verbose: int = 0
+    json_errors: bool = False  # set by ``format_option`` when the output is JSON
+    detailed_exitcode: bool = False  # 2 means "changes": an error must never exit 2
+
+
+_invocation: ContextVar[Invocation | None] = ContextVar("b24sync_invocation", default=None)
+
+
+def _verbosity(argv: Sequence[str]) -> int:
+    """-v / -vv / --verbose given before the command name."""
+    count = 0
+    for token in argv:
+        if token == "--verbose":
+            count += 1
+        elif re.fullmatch(r"-v+", token):
+            count += len(token) - 1
+        elif not token.startswith("-"):
+            break
+    return count
+
+
+class CommandLine(click.Group):
+    """The root group; its ``main`` is the one place where errors become ``error: ...`` and an exit code."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Run the command line; exit with the command's code, or report an error (see ``failure_of``)."""
+        argv = list(sys.argv[1:] if args is None else args)
+        run = Invocation(argv, verbose=_verbosity(argv), detailed_exitcode="--detailed-exitcode" in argv)
+        token = _invocation.set(run)
+        portal_token = current_portal.set(None)
+        try:
+            code = self._guarded(run, prog_name, complete_var, **extra)
+        finally:
+            current_portal.reset(portal_token)
+            _invocation.reset(token)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+    def _guarded(self, run: Invocation, prog_name: str | None, complete_var: str | None, **extra: Any) -> int:
+        try:
+            result = super().main(run.argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except SystemExit as exc:  # a command that called sys.exit, or click after a broken pipe
+            if exc.code is None or isinstance(exc.code, int):
+                return int(exc.code or 0)
+            return report(UserError(str(exc.code)), run)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()
+            return exc.exit_code
+        except Exception as exc:
+            return report(exc, run)
+        except KeyboardInterrupt as exc:
+            return report(exc, run)
+        return result if isinstance(result, int) and not isinstance(result, bool) else 0
+
+
+def report(exc: BaseException, run: Invocation) -> int:
+    """Print one error (``error: ...`` on stderr, or ``{"errors": [...]}`` on stdout for JSON output)
+    and return its exit code; the traceback too with ``-vv``. Nothing printed holds a secret."""
+    from connector.redact import redact
+
+    failure = failure_of(exc, portal=current_portal.get())
+    if run.verbose >= 2:
+        click.echo(redact("".join(traceback.format_exception(exc))).rstrip("\n"), err=True)
+    if run.json_errors:
+        click.echo(json.dumps({"errors": failure.json_errors()}, ensure_ascii=False, indent=2))
+    else:
+        click.echo(f"error: {failure.message}", err=True)
+    code = failure.exit_code
+    if run.detailed_exitcode and code == EXIT_USAGE:
+        code = EXIT_ERROR
+    return code
+
+
+@click.group(cls=CommandLine)
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-v info, -vv debug and tracebacks).")
 @click.version_option(package_name="b24sync")
 def main(verbose: int) -> None:
     """b24sync: Bitrix24 pipelines as code, a CRM mirror in SQL, funnel reports, and a local emulator."""
@@ -21,95 +133,99 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-# ---------------------------------------------------------------- call (issue 3)
+# ---------------------------------------------------------------- options shared by commands
 
 
-def portal_options(command: Any) -> Any:
-    """``--webhook`` and ``--config``: where the portal comes from (see jobs/portal.py); reusable by any command."""
-    command = click.option(
-        "--config", "config", default=None, type=click.Path(dir_okay=False),
-        help="Config file whose [portal] section names the webhook or OAuth app (default: $B24SYNC_CONFIG, ./b24sync.toml).",
-    )(command)
+def portal_options(*, timeout: float = DEFAULT_TIMEOUT) -> Callable[[Any], Any]:
+    """``--webhook URL``, ``--config FILE``, ``--timeout SECONDS`` for a command that talks to a portal.
+
+    The command receives them as one ``portal: PortalOptions`` (``portal.client()`` opens the client).
+    ``timeout`` is the command's default deadline of one call, batch or page when neither
+    ``--timeout`` nor ``B24SYNC_TIMEOUT`` is given.
+    """
+
+    def decorate(command: Any) -> Any:
+        @functools.wraps(command)
+        def run(*args: Any, webhook: str | None, config: str | None, timeout_seconds: float | None, **kwargs: Any) -> Any:
+            portal = PortalOptions(webhook, config, timeout_seconds, default_timeout=timeout)
+            return command(*args, portal=portal, **kwargs)
+
+        run.__click_params__ = list(getattr(command, "__click_params__", []))  # type: ignore[attr-defined]
+        run = click.option(
+            "--timeout", "timeout_seconds", default=None, metavar="SECONDS",
+            type=click.FloatRange(0, MAX_TIMEOUT, min_open=True),
+            help=f"Longest wait for one call, batch or page, retries included (default: $B24SYNC_TIMEOUT, then {timeout:g}).",
+        )(run)
+        run = click.option(
+            "--config", "config", default=None, metavar="FILE",
+            help="Config file whose [portal] section names the webhook or OAuth app (default: $B24SYNC_CONFIG, ./b24sync.toml).",
+        )(run)
+        return click.option(
+            "--webhook", default=None, metavar="URL",
+            help="Inbound webhook URL https://PORTAL/rest/USER/CODE/ (default: $B24SYNC_WEBHOOK, then the config).",
+        )(run)
+
+    return decorate
+
+
+def _json_errors(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    run = _invocation.get()
+    if run is not None and value == "json":
+        run.json_errors = True
+    return value
+
+
+def format_option(choices: Sequence[str] = ("text", "json"), default: str = "text") -> Callable[[Any], Any]:
+    """``--format`` (passed as ``fmt``); with ``json`` the boundary prints errors as ``{"errors": [...]}`` on stdout."""
     return click.option(
-        "--webhook", default=None, metavar="URL",
-        help="Inbound webhook URL https://PORTAL/rest/USER/CODE/ (default: $B24SYNC_WEBHOOK, then the config).",
-    )(command)
+        "--format", "fmt", type=click.Choice(list(choices)), default=default, show_default=True,
+        callback=_json_errors, is_eager=True, help="text for people, json for programs.",
+    )
 
 
-@main.command("call")
-@click.argument("method")
-@click.argument("pairs", nargs=-1, metavar="[KEY=VALUE]...")
-@portal_options
-@click.option("--all", "stream_all", is_flag=True, help="Stream every record of a list method (one JSON object per line).")
-def call_command(method: str, pairs: tuple[str, ...], webhook: str | None, config: str | None, stream_all: bool) -> None:
-    """Call one REST METHOD with nested KEY=VALUE parameters (filter[>ID]=5 select[]=ID) and print the result."""
-    from jobs.portal import CallFailed, run_call
-
-    try:
-        run_call(method, pairs, webhook=webhook, config=config, stream_all=stream_all, out=sys.stdout)
-    except CallFailed as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+db_option = click.option(
+    "--db", "db", default=None, metavar="URL",
+    help="SQLAlchemy URL of the mirror (default: $B24SYNC_DB, then the config's [database], then sqlite:///b24sync.sqlite3).",
+)
 
 
-
-# ---------------------------------------------------------------- provision (issue 4)
-
-
-@main.group()
-def provision() -> None:
-    """Lead statuses, deal pipelines and stages as code: plan, apply, export (see the README, "Provisioning")."""
-
-
-def _fail(message: str, code: int = 1, fmt: str = "text") -> None:
-    """Report an error and exit: ``error: ...`` on stderr, or ``{"errors": [{"message": ...}]}`` on
-    stdout with ``--format json`` (a program reads that output)."""
-    if fmt == "json":
-        _echo_json({"errors": [{"message": message}]})
-    else:
-        click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def _echo_json(data: Any) -> None:
-    import json
-
-    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
-
-
-def _provision_config(config: str | None, fmt: str = "text") -> Any:
-    """The validated config, or every problem printed and exit 1 (before any API call). Warns on
-    stderr when the config manages nothing (no [leads], no [[pipelines]])."""
-    from jobs.portal import config_path
-    from mappings.config import ConfigError, load_config
-
-    path = config_path(config)
+def writable_file(path: str | None, option: str = "--out") -> Path | None:
+    """``path`` checked before any API call: its directory exists and it is not a directory itself."""
     if path is None:
-        _fail("no config file: pass --config FILE (or set B24SYNC_CONFIG, or create ./b24sync.toml)", fmt=fmt)
+        return None
+    if not path.strip():
+        raise UserError(f"{option} is empty: give a file name", exit_code=EXIT_USAGE)
+    target = Path(path)
+    if target.is_dir():
+        raise UserError(f"{option} {path}: is a directory, not a file")
+    parent = target.parent
+    if not parent.is_dir():
+        raise UserError(f"{option} {path}: the directory {parent} does not exist")
+    return target
+
+
+def _check_out(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
+    return writable_file(value, "--" + (param.name or "out"))
+
+
+def out_option(help: str) -> Callable[[Any], Any]:
+    """``--out FILE`` (passed as ``out: Path | None``), checked while the arguments are parsed, before any API call."""
+    return click.option("--out", "out", default=None, metavar="FILE", callback=_check_out, help=help)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory: never half a file."""
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        cfg = load_config(path)
-    except ConfigError as exc:
-        if fmt == "json":
-            _echo_json({"errors": [{"location": p.location, "message": p.message, "line": p.line, "column": p.column,
-                                    "source": p.source, "text": str(p)} for p in exc.problems]})
-            sys.exit(1)
-        click.echo(f"error: {path} has {len(exc.problems)} problem(s):", err=True)
-        for problem in exc.problems:
-            click.echo(f"  {problem}", err=True)
-        sys.exit(1)
-    if cfg.leads is None and cfg.pipelines is None:
-        click.echo(f"warning: {path} has no [leads] and no [[pipelines]]: nothing is managed, the plan is empty", err=True)
-    return path, cfg
-
-
-def _provision_gateway(webhook: str | None, config: Any, fmt: str = "text") -> Any:
-    from jobs.portal import PortalNotConfigured, open_client
-    from jobs.provision import ClientGateway
-
-    try:
-        return ClientGateway(open_client(webhook, config))
-    except PortalNotConfigured as exc:
-        _fail(str(exc), fmt=fmt)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _console(err: bool = False) -> Any:
@@ -118,24 +234,62 @@ def _console(err: bool = False) -> Any:
     return Console(stderr=err, highlight=False, soft_wrap=True)
 
 
+# ---------------------------------------------------------------- call
+
+
+@main.command("call")
+@click.argument("method")
+@click.argument("pairs", nargs=-1, metavar="[KEY=VALUE]...")
+@portal_options()
+@click.option("--all", "stream_all", is_flag=True, help="Stream every record of a list method (one JSON object per line).")
+def call_command(method: str, pairs: tuple[str, ...], portal: PortalOptions, stream_all: bool) -> None:
+    """Call one REST METHOD with nested KEY=VALUE parameters (filter[>ID]=5 select[]=ID) and print the result."""
+    from jobs.portal import run_call
+
+    run_call(method, pairs, portal=portal, stream_all=stream_all, out=sys.stdout)
+
+
+# ---------------------------------------------------------------- provision
+
+
+@main.group()
+def provision() -> None:
+    """Lead statuses, deal pipelines and stages as code: plan, apply, export (see the README, "Provisioning")."""
+
+
+def _provision_config(portal: PortalOptions) -> Any:
+    """The config's path and validated models (a ConfigError lists every problem, before any API call).
+    Warns on stderr when the config manages nothing (no [leads], no [[pipelines]])."""
+    from mappings.loader import load_config
+
+    path = portal.config_path()
+    if path is None:
+        raise UserError("no config file: pass --config FILE (or set B24SYNC_CONFIG, or create ./b24sync.toml)")
+    cfg = load_config(path)
+    if cfg.leads is None and cfg.pipelines is None:
+        click.echo(f"warning: {path} has no [leads] and no [[pipelines]]: nothing is managed, the plan is empty", err=True)
+    return path, cfg
+
+
+def _provision_gateway(portal: PortalOptions) -> Any:
+    from jobs.provision import ClientGateway
+
+    return ClientGateway(portal.open_client())
+
+
 @provision.command("plan")
-@portal_options
+@portal_options()
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when there is nothing to change, 2 when there is, 1 on error.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
-              help="text for people, json for programs (the plan as data).")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also save the plan (JSON) for `apply --plan`.")
-def provision_plan(webhook: str | None, config: str | None, detailed_exitcode: bool, fmt: str, out: str | None) -> None:
+@format_option()
+@out_option("Also save the plan (JSON) for `apply --plan`.")
+def provision_plan(portal: PortalOptions, detailed_exitcode: bool, fmt: str, out: Path | None) -> int:
     """Show what apply would change on the portal to match the config."""
-    from connector.errors import B24Error
-    from connector.redact import redact
     from jobs import provision as pv
 
-    path, cfg = _provision_config(config, fmt)
-    gateway = _provision_gateway(webhook, path, fmt)
+    path, cfg = _provision_config(portal)
+    gateway = _provision_gateway(portal)
     try:
         plan = pv.plan(cfg, gateway)
-    except B24Error as exc:
-        _fail(redact(str(exc)), fmt=fmt)
     finally:
         gateway.client.close()
     if fmt == "json":
@@ -143,53 +297,46 @@ def provision_plan(webhook: str | None, config: str | None, detailed_exitcode: b
     else:
         pv.render_plan(plan, _console())
     if out:
-        with open(out, "w", encoding="utf-8") as fh:
-            fh.write(plan.to_json())
+        write_text(out, plan.to_json())
     if plan.errors:
-        sys.exit(1)
-    sys.exit(2 if detailed_exitcode and plan.has_changes else 0)
+        return EXIT_ERROR
+    return 2 if detailed_exitcode and plan.has_changes else 0
 
 
 @provision.command("apply")
-@portal_options
-@click.option("--plan", "plan_file", type=click.Path(exists=True, dir_okay=False), default=None,
+@portal_options()
+@click.option("--plan", "plan_file", default=None, metavar="PLAN",
               help="Apply a plan saved by `plan --out` (refused when the portal changed since).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--allow-delete", is_flag=True, help="Allow deleting stages, statuses and pipelines the config no longer declares.")
-def provision_apply(webhook: str | None, config: str | None, plan_file: str | None, yes: bool, allow_delete: bool) -> None:
+def provision_apply(portal: PortalOptions, plan_file: str | None, yes: bool, allow_delete: bool) -> int:
     """Change the portal to match the config (or a saved plan), in batches, asking first on a terminal."""
     from connector.errors import B24Error
-    from connector.redact import redact
     from jobs import provision as pv
-    from jobs.portal import config_path
 
-    if plan_file:
-        try:
-            with open(plan_file, encoding="utf-8") as fh:
-                plan = pv.Plan.from_json(fh.read())
-        except pv.ProvisionError as exc:
-            _fail(f"{plan_file}: {exc}")
-        path, cfg = config_path(config), None
+    if plan_file is not None:
+        plan = pv.read_plan(plan_file)
+        cfg = None
     else:
-        path, cfg = _provision_config(config)
-    gateway = _provision_gateway(webhook, path)
+        _, cfg = _provision_config(portal)
+    gateway = _provision_gateway(portal)
     out, err = _console(), _console(err=True)
     try:
         if cfg is not None:
             plan = pv.plan(cfg, gateway)
         pv.render_plan(plan, out)
         if plan.errors:
-            _fail("the plan has errors; nothing was changed")
+            raise UserError("the plan has errors; nothing was changed")
         if not plan.has_changes:
-            return
+            return 0
         deletions = plan.deletions()
         if deletions and not allow_delete:
-            _fail(f"the plan deletes {len(deletions)} object(s); nothing was changed. Re-run with --allow-delete to allow it.")
+            raise UserError(f"the plan deletes {len(deletions)} object(s); nothing was changed. Re-run with --allow-delete to allow it.")
         if not yes:
             if not sys.stdin.isatty():
-                _fail("not asking for confirmation without a terminal; nothing was changed. Pass --yes to apply.")
+                raise UserError("not asking for confirmation without a terminal; nothing was changed. Pass --yes to apply.")
             if not click.confirm("Apply these changes to the portal?", default=False):
-                _fail("cancelled; nothing was changed")
+                raise UserError("cancelled; nothing was changed")
         step = 0
 
         def progress(message: str) -> None:
@@ -197,39 +344,38 @@ def provision_apply(webhook: str | None, config: str | None, plan_file: str | No
             step += 1
             err.print(f"[{step}] {message}", markup=False)
 
-        writes = pv.apply(gateway, plan, allow_delete=allow_delete, progress=progress)
+        try:
+            writes = pv.apply(gateway, plan, allow_delete=allow_delete, progress=progress)
+        except B24Error as exc:
+            raise pv.ProvisionError(
+                [failure_of(exc, portal=current_portal.get()).message,
+                 "The portal may be partly changed: run apply again; it continues from where it is."]
+            ) from exc
         out.print(f"Apply complete: {writes} write call(s).")
-    except pv.ProvisionError as exc:
-        _fail("\n".join(exc.problems))
-    except B24Error as exc:
-        _fail(redact(str(exc)) + "\nThe portal may be partly changed: run apply again; it continues from where it is.")
+        return 0
     finally:
         gateway.client.close()
 
 
 @provision.command("export")
-@portal_options
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the TOML here instead of stdout.")
-def provision_export(webhook: str | None, config: str | None, out: str | None) -> None:
+@portal_options()
+@out_option("Write the TOML here instead of stdout.")
+def provision_export(portal: PortalOptions, out: Path | None) -> None:
     """Write the portal's lead statuses and deal pipelines as a config file that plan reads back as no changes."""
-    from connector.errors import B24Error
-    from connector.redact import redact
     from jobs import provision as pv
-    from jobs.portal import config_path
 
-    gateway = _provision_gateway(webhook, config_path(config))
+    gateway = _provision_gateway(portal)
     try:
         text = pv.export(gateway)
-    except B24Error as exc:
-        _fail(redact(str(exc)))
     finally:
         gateway.client.close()
     if out:
-        with open(out, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        write_text(out, text)
     else:
         click.echo(text, nl=False)
 
+
+# ---------------------------------------------------------------- command groups that live beside their code
 
 
 def _register_groups() -> None:

@@ -22,7 +22,8 @@ from connector.emulator import new_portal
 from connector.emulator.app import EmulatorApp
 from connector.emulator.server import EmulatorServer
 from jobs import provision
-from mappings.config import Config, load_config, parse_config
+from mappings.config import Config
+from mappings.loader import load_config, parse_config
 
 DEALS = 2000
 SEED = 2026

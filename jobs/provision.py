@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from connector.catalog import DEAL_STAGE, stage_prefix
+from jobs.errors import UserError
 from connector.catalog import stage_entity_id as stage_entity
 from mappings.config import (
     DEAL_KEY_MAX,
@@ -51,7 +52,7 @@ PLAN_FORMAT = "b24sync-plan"
 PLAN_VERSION = 2  # 2: the plan carries the record counts it relies on (``counts``)
 
 
-class ProvisionError(Exception):
+class ProvisionError(UserError):
     """Provisioning cannot go on; ``problems`` says why (each line names the stage or pipeline)."""
 
     def __init__(self, problems: Sequence[str] | str):
@@ -189,6 +190,15 @@ class Plan:
         self.counts.append({"kind": change.kind, "key": change.key, "method": method, "filter": filter, "records": records})
 
 
+def read_plan(path: str) -> Plan:
+    """A plan saved by ``plan --out``; ProvisionError naming the file when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return Plan.from_json(fh.read())
+    except ProvisionError as exc:
+        raise ProvisionError(f"{path}: {exc}") from None
+
+
 # ---------------------------------------------------------------- the portal's state
 
 
@@ -283,7 +293,7 @@ class ClientGateway:
 
 def as_gateway(api: Any) -> Gateway:
     """A Gateway as is; a ``Bitrix24Client`` wrapped in ``ClientGateway``."""
-    return api if hasattr(api, "count") and hasattr(api, "ids") else ClientGateway(api)
+    return ClientGateway(api) if hasattr(api, "list_all") else api
 
 
 # ---------------------------------------------------------------- desired state

@@ -1,20 +1,19 @@
 """The b24sync TOML config as pydantic models: portal, database, schedule, lead statuses, deal pipelines.
 
-``load_config`` reads a file and reports every problem at once (TOML syntax, unknown settings,
-bad values, broken funnel rules), each with its location and line, before any API call is made.
+Every field has a description. ``mappings.loader`` reads a file into these models (reporting every
+problem at once as a ``ConfigError``); ``mappings.rules`` holds the funnel rules checked across fields.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-import tomllib
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 # ---------------------------------------------------------------- portal rules the config must follow
 
@@ -270,7 +269,18 @@ def pipeline_sorts(pipelines: list[PipelineConfig]) -> list[int]:
     return derived_sorts([p.sort for p in pipelines], PIPELINE_SORT_STEP)
 
 
-# ---------------------------------------------------------------- errors
+def inner_model(annotation: Any) -> type[BaseModel] | None:
+    """The config model inside a field's annotation (``LeadsConfig | None`` -> ``LeadsConfig``), else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+# ---------------------------------------------------------------- problems of a config file
 
 
 @dataclass(frozen=True)
@@ -299,358 +309,3 @@ class ConfigError(Exception):
     def __init__(self, problems: list[Problem]):
         self.problems = sorted(problems, key=lambda p: (p.line is None, p.line or 0, p.location))
         super().__init__("\n".join(str(p) for p in self.problems))
-
-
-# ---------------------------------------------------------------- loading
-
-
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and validate a config file; raise ConfigError with every problem found."""
-    source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([Problem("", "config file not found", source=source)]) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError([Problem("", f"not UTF-8 text ({exc.reason} at byte {exc.start})", source=source)]) from None
-    return parse_config(text, source=source)
-
-
-def parse_config(text: str, source: str = "config") -> Config:
-    """Validate TOML text as a config; raise ConfigError with every problem found."""
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([_syntax_problem(exc, source, text)]) from None
-    lines = toml_lines(text)
-    problems: list[Problem] = []
-    config: Config | None = None
-    try:
-        config = Config.model_validate(data)
-    except ValidationError as exc:
-        problems.extend(_pydantic_problems(exc, data))
-    problems.extend(funnel_problems(data))
-    if problems:
-        located = []
-        seen = set()
-        for p in problems:
-            line = _find_line(lines, p.location)
-            key = (p.location, p.message)
-            if key not in seen:
-                seen.add(key)
-                located.append(Problem(p.location, p.message, line, None, source))
-        raise ConfigError(located)
-    assert config is not None
-    return config
-
-
-def _syntax_problem(exc: tomllib.TOMLDecodeError, source: str, text: str) -> Problem:
-    message = str(exc)
-    line = column = None
-    match = re.search(r"\(at line (\d+), column (\d+)\)", message)
-    if match:
-        line, column = int(match.group(1)), int(match.group(2))
-        message = message[: match.start()].strip()
-    elif getattr(exc, "lineno", None):
-        line, column = exc.lineno, exc.colno  # type: ignore[attr-defined]
-    if message == "Cannot overwrite a value" and line is not None:
-        location = _key_at(text, line)
-        if location:  # tomllib names neither the key nor a useful column (it points past the value)
-            return Problem(location, f"set twice (TOML syntax error: {message})", line, None, source)
-    return Problem("", f"TOML syntax error: {message}", line, column, source)
-
-
-def _key_at(text: str, line: int) -> str:
-    """The dotted location of the key set on ``line`` (1-based), e.g. 'pipelines[0].stages[1].name'; '' if none."""
-    lines = text.splitlines()
-    if not 0 < line <= len(lines):
-        return ""
-    key = _KEYLINE.match(lines[line - 1])
-    if key is None:
-        return ""
-    header_line = next((n for n in range(line - 1, 0, -1) if _HEADER.match(lines[n - 1]) and not lines[n - 1].lstrip().startswith("#")), None)
-    table: tuple[Any, ...] = ()
-    if header_line is not None:
-        before = toml_lines("\n".join(lines[:header_line]))
-        table = max((path for path, n in before.items() if n == header_line), key=len, default=())
-    return location_text(table + tuple(_split_dotted(key.group(1))))
-
-
-def location_text(loc: tuple[Any, ...]) -> str:
-    """('pipelines', 1, 'stages', 3, 'color') -> 'pipelines[1].stages[3].color'."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-def _pydantic_problems(exc: ValidationError, data: dict[str, Any]) -> list[Problem]:
-    problems = []
-    for err in exc.errors():
-        loc = tuple(part for part in err["loc"] if not (isinstance(part, str) and part.startswith("function-")))
-        kind = err["type"]
-        message = err["msg"]
-        if kind == "extra_forbidden":
-            name = str(loc[-1])
-            allowed = _allowed_fields(loc[:-1], data)
-            hint = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
-            message = f"unknown setting {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-            if allowed:
-                message += f"; allowed here: {', '.join(sorted(allowed))}"
-        elif kind == "missing":
-            message = f"missing required setting {str(loc[-1])!r}"
-        elif kind == "literal_error" and loc and loc[-1] == "semantics":
-            message = f"unknown semantics {err.get('input')!r}: use one of {', '.join(SEMANTICS)}"
-        elif kind == "value_error":
-            message = message.removeprefix("Value error, ")
-        problems.append(Problem(location_text(loc), message))
-    return problems
-
-
-def _allowed_fields(loc: tuple[Any, ...], data: dict[str, Any]) -> list[str]:
-    """Field names of the model found at ``loc`` (for 'did you mean' hints)."""
-    model: Any = Config
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part)
-        if field is None:
-            return []
-        model = _inner_model(field.annotation)
-        if model is None:
-            return []
-    return list(model.model_fields)
-
-
-def _inner_model(annotation: Any) -> Any:
-    import typing
-
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _inner_model(arg)
-        if found is not None:
-            return found
-    return None
-
-
-# ---------------------------------------------------------------- funnel rules (checked on the raw data)
-
-
-def funnel_problems(data: dict[str, Any]) -> list[Problem]:
-    """Cross-field rules of lead statuses and pipelines, checked on raw TOML data so that every
-    problem is reported even when other parts of the file do not validate."""
-    problems: list[Problem] = []
-    leads = data.get("leads")
-    if isinstance(leads, dict) and isinstance(leads.get("statuses"), list):
-        problems += _funnel_rules(leads["statuses"], leads.get("move_records"), "leads", LEAD_KEY_MAX, "lead status")
-    pipelines = data.get("pipelines")
-    if isinstance(pipelines, list):
-        problems += _pipeline_rules(pipelines)
-        for i, pipeline in enumerate(pipelines):
-            if isinstance(pipeline, dict) and isinstance(pipeline.get("stages"), list):
-                problems += _funnel_rules(
-                    pipeline["stages"], pipeline.get("move_records"), f"pipelines[{i}]", DEAL_KEY_MAX, "stage"
-                )
-    return problems
-
-
-def _pipeline_rules(pipelines: list[Any]) -> list[Problem]:
-    problems: list[Problem] = []
-    keys: dict[str, int] = {}
-    ids: dict[int, int] = {}
-    defaults: list[int] = []
-    for i, pipeline in enumerate(pipelines):
-        if not isinstance(pipeline, dict):
-            continue
-        where = f"pipelines[{i}]"
-        key = pipeline.get("key")
-        if isinstance(key, str):
-            if key.lower() in keys:
-                problems.append(
-                    Problem(f"{where}.key", f"duplicate pipeline key {key!r} (first used by pipelines[{keys[key.lower()]}])")
-                )
-            else:
-                keys[key.lower()] = i
-            if len(key) > PIPELINE_KEY_MAX:
-                problems.append(Problem(f"{where}.key", f"pipeline key {key!r} is longer than {PIPELINE_KEY_MAX} characters"))
-        if pipeline.get("default") is True:
-            defaults.append(i)
-            if pipeline.get("id") is not None:
-                problems.append(Problem(f"{where}.id", "the default pipeline is always id 0; remove id"))
-        pin = pipeline.get("id")
-        if isinstance(pin, int) and not isinstance(pin, bool):
-            if pin in ids:
-                problems.append(Problem(f"{where}.id", f"pipeline id {pin} is pinned twice (also pipelines[{ids[pin]}])"))
-            else:
-                ids[pin] = i
-    if not defaults:
-        problems.append(
-            Problem("pipelines", "no default pipeline: exactly one must say default = true "
-                    "(the portal's pipeline id 0, which always exists and cannot be deleted)")
-        )
-    for i in defaults[1:]:
-        problems.append(
-            Problem(f"pipelines[{i}].default", f"a second default pipeline; the portal has one (pipelines[{defaults[0]}])")
-        )
-    return problems
-
-
-def _funnel_rules(
-    stages: list[Any], moves: Any, where: str, key_max: int, noun: str
-) -> list[Problem]:
-    """Rules of one funnel: unique keys, exactly one success stage, a failure stage, the order
-    in progress < success < failure, increasing sort values, and valid record moves."""
-    problems: list[Problem] = []
-    items = "statuses" if where == "leads" else "stages"
-    plural = "lead statuses" if where == "leads" else "stages"
-    seen: dict[str, int] = {}
-    success: list[int] = []
-    failures = 0
-    processes = 0
-    rank = {"process": 0, "success": 1, "failure": 2}
-    highest = -1  # highest semantics rank seen so far, for the order rule
-    highest_key = ""
-    last_sort: int | None = None
-    previous = 0
-    unknown = False
-    for j, stage in enumerate(stages):
-        if not isinstance(stage, dict):
-            continue
-        at = f"{where}.{items}[{j}]"
-        key = stage.get("key")
-        if isinstance(key, str):
-            folded = key.upper()
-            if folded in seen:
-                problems.append(Problem(f"{at}.key", f"duplicate {noun} key {key!r} (first at {items}[{seen[folded]}])"))
-            else:
-                seen[folded] = j
-            if KEY_PATTERN.match(key) and len(key) > key_max:
-                problems.append(
-                    Problem(f"{at}.key", f"{noun} key {key!r} is longer than {key_max} characters (the portal's STATUS_ID limit)")
-                )
-        semantics = stage.get("semantics", "process")
-        if semantics not in rank:
-            unknown = True  # reported by the model; the group rules below would only echo it
-        else:
-            if semantics == "success":
-                success.append(j)
-                if len(success) == 2:
-                    first = stages[success[0]].get("key", success[0])
-                    problems.append(
-                        Problem(f"{at}.semantics", f"a second success {noun}: the portal allows exactly one (first: {first!r})")
-                    )
-            elif semantics == "failure":
-                failures += 1
-            else:
-                processes += 1
-            if rank[semantics] < highest:
-                problems.append(
-                    Problem(
-                        f"{at}.semantics",
-                        f"{semantics} {noun} {key!r} comes after {SEMANTICS[highest]} {noun} {highest_key!r}: "
-                        "Bitrix24 orders in progress, then success, then failure",
-                    )
-                )
-            elif rank[semantics] > highest:
-                highest, highest_key = rank[semantics], key
-        sort = stage.get("sort")
-        if isinstance(sort, int) and not isinstance(sort, bool):
-            if last_sort is not None and 0 <= sort < previous:
-                problems.append(
-                    Problem(f"{at}.sort", f"sort {sort} is lower than the previous {noun}'s {previous} (order = position in the file)")
-                )
-            value = sort
-        else:
-            value = previous + SORT_STEP
-        last_sort = previous = value
-    if stages and not unknown:
-        if not success:
-            problems.append(Problem(f"{where}.{items}", f"no success {noun}: the portal needs exactly one (semantics = \"success\")"))
-        if not failures:
-            problems.append(Problem(f"{where}.{items}", f"no failure {noun}: the portal needs at least one (semantics = \"failure\")"))
-        if not processes:
-            problems.append(Problem(f"{where}.{items}", f"no in-progress {noun}: the funnel needs at least one (semantics = \"process\")"))
-    elif not stages:
-        problems.append(Problem(f"{where}.{items}", f"no {plural} declared"))
-    if isinstance(moves, dict):
-        for old, new in moves.items():
-            at = f"{where}.move_records.{old}"
-            if not KEY_PATTERN.match(str(old)):
-                problems.append(Problem(at, f"key {old!r} may only hold latin letters, digits, '_' and '-'"))
-            if str(old).upper() in seen:
-                problems.append(Problem(at, f"{old!r} is still declared; records are only moved off {plural} being removed"))
-            if not isinstance(new, str):
-                problems.append(Problem(at, "the target must be the key of a declared " + noun))
-            elif new.upper() not in seen:
-                problems.append(Problem(at, f"target {new!r} is not a declared {noun} of this funnel"))
-    return problems
-
-
-# ---------------------------------------------------------------- TOML line map
-
-
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*(\]\]?)\s*(#.*)?$")
-_KEYLINE = re.compile(r"""^\s*((?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*')(?:\s*\.\s*(?:[A-Za-z0-9_-]+|"[^"]*"|'[^']*'))*)\s*=""")
-
-
-def _split_dotted(text: str) -> list[str]:
-    parts = re.findall(r"""[A-Za-z0-9_-]+|"[^"]*"|'[^']*'""", text)
-    return [p[1:-1] if p[:1] in "\"'" else p for p in parts]
-
-
-def toml_lines(text: str) -> dict[tuple[Any, ...], int]:
-    """Map each table and key of a TOML document to its line (1-based), with array-of-table indices:
-    ``('pipelines', 1, 'stages', 3, 'color') -> 57``. Best effort: used only to point at problems."""
-    lines: dict[tuple[Any, ...], int] = {}
-    counts: dict[tuple[Any, ...], int] = {}
-    arrays: set[tuple[Any, ...]] = set()
-    current: tuple[Any, ...] = ()
-    in_multiline: str | None = None
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if in_multiline:
-            if raw.count(in_multiline) % 2 == 1:
-                in_multiline = None
-            continue
-        header = _HEADER.match(raw)
-        if header and not raw.lstrip().startswith("#"):
-            names = _split_dotted(header.group(2))
-            path: tuple[Any, ...] = ()
-            for name in names[:-1]:
-                path += (name,)
-                if path in arrays:
-                    path += (counts[path] - 1,)
-            path += (names[-1],)
-            if header.group(1) == "[[":
-                arrays.add(path)
-                counts[path] = counts.get(path, 0) + 1
-                lines.setdefault(path, number)
-                path += (counts[path] - 1,)
-            lines[path] = number
-            current = path
-            continue
-        key = _KEYLINE.match(raw)
-        if key and not raw.lstrip().startswith("#"):
-            path = current + tuple(_split_dotted(key.group(1)))
-            lines.setdefault(path, number)
-            rest = raw[key.end():]
-            for quote in ('"""', "'''"):
-                if rest.count(quote) % 2 == 1:
-                    in_multiline = quote
-    return lines
-
-
-def _find_line(lines: dict[tuple[Any, ...], int], location: str) -> int | None:
-    """The line of the longest prefix of ``location`` found in the line map."""
-    loc: list[Any] = []
-    for name, index in re.findall(r"([^.\[\]]+)|\[(\d+)\]", location):
-        loc.append(int(index) if index else name)
-    while loc:
-        found = lines.get(tuple(loc))
-        if found is not None:
-            return found
-        loc.pop()
-    return None

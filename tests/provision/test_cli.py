@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs import provision as pv
-from mappings.config import parse_config
+from mappings.loader import parse_config
 from tests.provision.conftest import EXAMPLE, gateway_for, writes
 from tests.provision.conftest import cli as run
 

@@ -6,15 +6,8 @@ import textwrap
 
 import pytest
 
-from mappings.config import (
-    Config,
-    ConfigError,
-    PortalConfig,
-    load_config,
-    parse_config,
-    pipeline_sorts,
-    stage_sorts,
-)
+from mappings.config import Config, ConfigError, PortalConfig, pipeline_sorts, stage_sorts
+from mappings.loader import load_config, parse_config
 from tests.provision.conftest import EXAMPLE, LEADS, STAGES
 
 def pipeline(stages: str, head: str = 'key = "sales"\nname = "Продажи"\ndefault = true\n') -> str:
@@ -197,9 +190,9 @@ def test_every_field_has_a_description() -> None:
         seen.add(model)
         for name, field in model.model_fields.items():
             assert field.description, f"{model.__name__}.{name} has no description"
-            from mappings.config import _inner_model
+            from mappings.config import inner_model
 
-            inner = _inner_model(field.annotation)
+            inner = inner_model(field.annotation)
             if inner is not None:
                 walk(inner)
 
@@ -210,7 +203,7 @@ def test_every_field_has_a_description() -> None:
 def test_the_config_reference_in_the_docs_names_every_field() -> None:
     from pydantic import BaseModel
 
-    from mappings.config import _inner_model
+    from mappings.config import inner_model
     from tests.provision.conftest import ROOT
 
     docs = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -221,7 +214,7 @@ def test_the_config_reference_in_the_docs_names_every_field() -> None:
             forms = (f"`{name}`", f"{name} =", f"[{name}]", f"[[{name}]]", f".{name}]")
             if not any(form in docs for form in forms):
                 missing.append(f"{model.__name__}.{name}")
-            inner = _inner_model(field.annotation)
+            inner = inner_model(field.annotation)
             if inner is not None:
                 walk(inner)
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from jobs import provision as pv
-from mappings.config import load_config, parse_config
+from mappings.loader import load_config, parse_config
 from tests.provision.conftest import EXAMPLE, gateway_for, writes
 
 LATENCY = 5.0  # each reply waits 5 x (modelled cost + 20 ms round trip): >= 0.1 s between requests

@@ -13,7 +13,8 @@ from rich.console import Console
 from connector.emulator import new_portal, pipelines
 from connector.emulator.registry import invoke
 from jobs import provision as pv
-from mappings.config import Config, ConfigError, load_config, parse_config
+from mappings.config import Config, ConfigError
+from mappings.loader import load_config, parse_config
 from tests.provision.conftest import EXAMPLE, STAGES
 
 

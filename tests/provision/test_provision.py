@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from jobs import provision as pv
-from mappings.config import load_config, parse_config
+from mappings.loader import load_config, parse_config
 from tests.provision.conftest import EXAMPLE, cli, funnel_rows, gateway_for, writes
 
 

@@ -14,7 +14,7 @@ from connector.errors import B24Error
 from connector.ratelimit import LeakyBucket
 from connector.transport import HttpTransport
 from jobs import provision as pv
-from mappings.config import load_config, parse_config
+from mappings.loader import load_config, parse_config
 from tests.provision.conftest import EXAMPLE, cli, gateway_for, writes
 
 EXTRA = '[[pipelines.stages]]\nkey = "EXTRA"\nname = "Доп. стадия"\n\n'
