@@ -46,6 +46,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from connector import envelope
+from connector.catalog import canonical, is_write
 from connector.emulator import costs
 from connector.emulator.faults import FaultPlan, html_page
 from connector.emulator.limits import Blocked, LeakyBucket, OperatingBudget, Usage
@@ -172,7 +173,7 @@ class EmulatorApp:
         self.latency = float(latency)
         self.access_ttl = access_ttl
         self.webhooks: dict[str, int] = {secret: user_id}
-        self.bucket = LeakyBucket(rate, burst, clock=self._now)
+        self.bucket = LeakyBucket(rate=rate, burst=burst, clock=self._now)
         self.budget = OperatingBudget(operating_budget, clock=self._now)
         self.faults = faults if isinstance(faults, FaultPlan) else FaultPlan.parse(faults)
         self._stats = Stats()
@@ -271,7 +272,7 @@ class EmulatorApp:
             user, code, name = None, None, route[0]
         else:
             return json_response(404, envelope.error_body("ERROR_METHOD_NOT_FOUND", "Method not found!"))
-        name = canonical_name(name)
+        name = canonical(name)
         self._count(requests_total=1)
         self._count_method(name)
 
@@ -382,6 +383,7 @@ class EmulatorApp:
             self._count(rejected_429=1)
             return Outcome(error=BlockedError(blocked.usage))
         started = self._now()
+        writes = is_write(spec.name, params)  # before the handler sees the parameters
         call = Call(self.portal, spec.name, params, user_id=identity.user_id, auth=identity.auth, app=identity.app)
         error: ApiError | None = None
         result: Result | None = None
@@ -398,7 +400,7 @@ class EmulatorApp:
         with self._stats_lock:
             self._stats.operating_total += cost
             self._stats.operating_by_method[spec.name] += cost
-            if spec.writes and error is None:
+            if writes and error is None:
                 self._stats.writes_total += 1
         if error is not None:
             return Outcome(error=error, cost=cost)
@@ -415,7 +417,7 @@ class EmulatorApp:
 
         def execute(name: str, command_params: dict[str, Any]) -> Outcome:
             nonlocal spent
-            outcome = self._execute(identity, canonical_name(name), command_params, inner=True)
+            outcome = self._execute(identity, canonical(name), command_params, inner=True)
             if outcome.error is not None and outcome.error.code == "INTERNAL_SERVER_ERROR":
                 self._count(errors_total=1)
             spent += outcome.cost
@@ -504,12 +506,6 @@ class EmulatorApp:
 
 
 # -------------------------------------------------------------------- helpers
-
-
-def canonical_name(name: str) -> str:
-    """Method name as stats and the registry know it: lower case, no ``.json`` suffix."""
-    name = name.strip().lower()
-    return name[: -len(".json")] if name.endswith(".json") else name
 
 
 def json_response(status: int, body: Any) -> Response:

@@ -33,9 +33,12 @@ Clock = Callable[[], float]
 
 
 class LeakyBucket:
-    """Requests counter draining at ``rate`` per second, refusing requests above ``burst``."""
+    """The portal's request counter: drains at ``rate`` per second, refuses a request above ``burst``.
 
-    def __init__(self, rate: float = 2.0, burst: float = 50.0, clock: Clock | None = None):
+    Build it with keywords, ``LeakyBucket(rate=2, burst=50, clock=...)``; ``level`` is the counter now.
+    """
+
+    def __init__(self, rate: float = 2.0, burst: float = 50.0, *, clock: Clock | None = None):
         self.rate = float(rate)
         self.burst = float(burst)
         self.clock = clock or time.time
@@ -43,6 +46,7 @@ class LeakyBucket:
         self._last: float | None = None
         self._lock = threading.Lock()
 
+    @property
     def level(self) -> float:
         """The counter now, after draining."""
         with self._lock:

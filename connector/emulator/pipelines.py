@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from connector.catalog import DEAL_STAGE, stage_entity_id, stage_prefix  # noqa: F401 (re-exported for the handlers)
+from connector.catalog import DEAL, DEAL_STAGE, LEAD, LEAD_STATUS, QUOTE, stage_entity_id, stage_prefix  # noqa: F401 (re-exported for the handlers)
 
 if TYPE_CHECKING:
     from connector.emulator.state import Portal
@@ -115,7 +115,7 @@ ENTITY_TYPES_HEAD: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("STATUS", "Стадии лидов", {
         "SEMANTIC_INFO": {"START_FIELD": "NEW", "FINAL_SUCCESS_FIELD": "CONVERTED",
                           "FINAL_UNSUCCESS_FIELD": "JUNK", "FINAL_SORT": 0},
-        "ENTITY_TYPE_ID": 1,
+        "ENTITY_TYPE_ID": LEAD,
     }),
     ("SOURCE", "Источники", {}),
     ("CONTACT_TYPE", "Тип контакта", {}),
@@ -128,14 +128,14 @@ ENTITY_TYPES_TAIL: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("QUOTE_STATUS", "Стадии предложений", {
         "SEMANTIC_INFO": {"START_FIELD": "DRAFT", "FINAL_SUCCESS_FIELD": "APPROVED",
                           "FINAL_UNSUCCESS_FIELD": "DECLAINED", "FINAL_SORT": 0},
-        "ENTITY_TYPE_ID": 7,
+        "ENTITY_TYPE_ID": QUOTE,
     }),
     ("HONORIFIC", "Обращения", {}),
     ("CALL_LIST", "Статусы обзвона", {}),
 )
 DEAL_STAGES_TYPE_NAME = "Стадии сделок"
 
-LEAD_ENTITY = "STATUS"
+LEAD_ENTITY = LEAD_STATUS
 DEAL_ENTITY = DEAL_STAGE
 QUOTE_ENTITY = "QUOTE_STATUS"
 FIXED_ENTITIES = frozenset(
@@ -334,10 +334,10 @@ def _deal_stage_type(category_id: int, name: str) -> dict[str, Any]:
             "FINAL_UNSUCCESS_FIELD": f"{prefix}LOSE", "FINAL_SORT": 0}
     if category_id == 0:
         return {"ID": DEAL_ENTITY, "NAME": name, "SEMANTIC_INFO": info, "FIELD_ATTRIBUTE_SCOPE": "",
-                "ENTITY_TYPE_ID": 2, "CATEGORY_ID": 0}
+                "ENTITY_TYPE_ID": DEAL, "CATEGORY_ID": 0}
     return {"ID": stage_entity_id(category_id), "NAME": name, "PARENT_ID": DEAL_ENTITY, "SEMANTIC_INFO": info,
             "PREFIX": f"C{category_id}", "FIELD_ATTRIBUTE_SCOPE": f"category_{category_id}",
-            "ENTITY_TYPE_ID": 2, "CATEGORY_ID": str(category_id)}
+            "ENTITY_TYPE_ID": DEAL, "CATEGORY_ID": str(category_id)}
 
 
 # ---------------------------------------------------------------------------- rows
@@ -408,7 +408,7 @@ def new_category(portal: "Portal", name: str, sort: int) -> dict[str, Any]:
         "id": category_id,
         "name": name,
         "sort": sort,
-        "entityTypeId": 2,
+        "entityTypeId": DEAL,
         "isDefault": "N",
         "originId": "",
         "originatorId": "",
@@ -434,7 +434,7 @@ def install_defaults(portal: "Portal") -> None:
             "id": 0,
             "name": DEFAULT_CATEGORY_NAME,
             "sort": DEFAULT_CATEGORY_SORT,
-            "entityTypeId": 2,
+            "entityTypeId": DEAL,
             "isDefault": "Y",
         }
         for code, name, sort, color, semantics, system in LEAD_STATUS_TEMPLATE:

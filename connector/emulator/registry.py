@@ -8,9 +8,10 @@ The WSGI app (and ``batch``, and the seed generator through ``invoke``) all disp
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from connector.catalog import canonical, is_write
 from connector.errors import HTTP_STATUS
 
 if TYPE_CHECKING:
@@ -70,15 +71,22 @@ Handler = Callable[[Call], Any]
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A registered method and the rules the app applies before calling it."""
+    """A registered method and the rules the app applies before calling it.
+
+    Whether it writes is not declared here: ``connector.catalog.is_write`` decides that for the
+    client and the emulator alike (``writes`` asks it for a call without parameters).
+    """
 
     name: str
     handler: Handler
     oauth_only: bool = False  # event.* methods refuse incoming webhooks (WRONG_AUTH_TYPE)
     batchable: bool = True  # batch inside batch is refused
-    writes: bool = False  # counted as a write call in stats
     scope: str = "crm"
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def writes(self) -> bool:
+        """True when a call of this method may change the portal (``catalog.is_write`` without parameters)."""
+        return is_write(self.name)
 
 
 METHODS: dict[str, MethodSpec] = {}
@@ -89,16 +97,22 @@ def method(
     *,
     oauth_only: bool = False,
     batchable: bool = True,
-    writes: bool = False,
     scope: str = "crm",
+    writes: bool | None = None,
 ) -> Callable[[Handler], Handler]:
-    """Register a handler under a method name (lower case; the portal is case-insensitive)."""
+    """Register a handler under a method name (lower case; the portal is case-insensitive).
+
+    ``writes`` is not a declaration: the catalog classifies every method. It is accepted only as a
+    check, for callers that still pass it; a value the catalog contradicts is refused.
+    """
+    if writes is not None and writes != is_write(name):
+        raise RuntimeError(f"method {name}: writes={writes} contradicts connector.catalog.is_write")
 
     def register(handler: Handler) -> Handler:
-        key = name.lower()
+        key = canonical(name)
         if key in METHODS:
             raise RuntimeError(f"method {name} registered twice")
-        METHODS[key] = MethodSpec(name, handler, oauth_only, batchable, writes, scope)
+        METHODS[key] = MethodSpec(name, handler, oauth_only, batchable, scope)
         return handler
 
     return register
@@ -106,11 +120,8 @@ def method(
 
 def lookup(name: str) -> MethodSpec | None:
     """The spec for a method name, accepting any case and a ``.json`` suffix."""
-    key = name.lower()
-    if key.endswith(".json"):
-        key = key[: -len(".json")]
     load_methods()
-    return METHODS.get(key)
+    return METHODS.get(canonical(name))
 
 
 def dispatch(call: Call) -> Result:

@@ -1,7 +1,7 @@
 """Deterministic generator of a realistic portal: managers, clients, leads and deals over the past year.
 
-A plan (pure data, from ``random.Random(seed)``) lists every create and move with its moment; the
-plan is then played in time order through the portal's own methods, so stage history is faithful.
+A ``SeedPlan`` (pure data, from ``random.Random(seed)``) lists every create and move with its moment;
+it is then played in time order through the portal's own methods, so stage history is faithful.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from connector.catalog import DEAL, stage_prefix
 from connector.emulator import registry
 from connector.emulator.state import cyclic_gc_paused
-from connector.catalog import stage_prefix
 
 if TYPE_CHECKING:
     from connector.emulator.state import Portal
@@ -96,15 +96,15 @@ CHANNEL_OF_SOURCE = {"WEB": "Сайт", "WEBFORM": "Сайт", "CALL": "Звон
                      "ADVERTISING": "Реклама", "EMAIL": "Другое", "OTHER": "Другое"}
 DEAL_TYPES = (("SALE", 50), ("COMPLEX", 15), ("GOODS", 15), ("SERVICES", 15), ("SERVICE", 5))
 
-# ---------------------------------------------------------------------------- funnel model
+# ---------------------------------------------------------------------------- pipeline profiles
 
 DEAL_PATH = ("NEW", "PREPARATION", "PREPAYMENT_INVOICE", "EXECUTING", "FINAL_INVOICE")
 LEAD_PATH = ("NEW", "IN_PROCESS", "PROCESSED")
 
 
 @dataclass(frozen=True)
-class Funnel:
-    """How deals of one pipeline move: chance to advance past each DEAL_PATH stage, mean days there."""
+class PipelineProfile:
+    """How the seeded deals of one pipeline move: chance to advance past each DEAL_PATH stage, mean days there."""
 
     name: str
     share: float  # of the deals created directly (not from leads)
@@ -117,11 +117,11 @@ class Funnel:
 
 
 # the default pipeline's weakest stage is the prepayment invoice (about half the deals stop there)
-FUNNELS = (
-    Funnel("Общая", 0.70, (0.82, 0.74, 0.46, 0.86, 0.90), (2.0, 4.0, 6.0, 10.0, 5.0)),
-    Funnel("Повторные продажи", 0.22, (0.90, 0.85, 0.70, 0.90, 0.93), (1.0, 2.0, 4.0, 7.0, 3.0),
+PIPELINE_PROFILES = (
+    PipelineProfile("Общая", 0.70, (0.82, 0.74, 0.46, 0.86, 0.90), (2.0, 4.0, 6.0, 10.0, 5.0)),
+    PipelineProfile("Повторные продажи", 0.22, (0.90, 0.85, 0.70, 0.90, 0.93), (1.0, 2.0, 4.0, 7.0, 3.0),
            amount_scale=0.6, reuse_client=0.95),
-    Funnel("Тендеры", 0.08, (0.70, 0.55, 0.60, 0.80, 0.85), (5.0, 10.0, 12.0, 20.0, 8.0), skip=0.02,
+    PipelineProfile("Тендеры", 0.08, (0.70, 0.55, 0.60, 0.80, 0.85), (5.0, 10.0, 12.0, 20.0, 8.0), skip=0.02,
            apology=0.35, amount_scale=3.5, reuse_client=0.1),
 )
 LEAD_ADVANCE = (0.86, 0.76, 0.62)  # NEW -> IN_PROCESS -> PROCESSED -> CONVERTED; otherwise JUNK
@@ -167,7 +167,7 @@ class DealPlan:
 
     index: int
     created: float
-    funnel: int
+    pipeline: int  # index into PIPELINE_PROFILES (and the seeded pipelines)
     manager: int
     source: str
     deal_type: str
@@ -179,7 +179,7 @@ class DealPlan:
 
 
 @dataclass
-class Plan:
+class SeedPlan:
     """Everything the seeder will create, with moments; independent of the portal."""
 
     start: float
@@ -285,32 +285,32 @@ def _lead_moves(rng: random.Random, created: float, end: float, tz_offset: float
 
 
 def _deal_moves(rng: random.Random, plan: DealPlan, end: float, tz_offset: float) -> None:
-    funnel_index = plan.funnel
-    funnel = FUNNELS[funnel_index]
+    pipeline = plan.pipeline
+    profile = PIPELINE_PROFILES[pipeline]
     moment = plan.created
     step = 0
-    if funnel_index == 0 and plan.lead is None and rng.random() < CATEGORY_SWITCH:
+    if pipeline == 0 and plan.lead is None and rng.random() < CATEGORY_SWITCH:
         moment = _working_moment(rng, moment + rng.random() * DAY, tz_offset)
         if moment < end:
-            funnel_index, funnel = 1, FUNNELS[1]
-            plan.moves.append((moment, funnel_index, "NEW"))
+            pipeline, profile = 1, PIPELINE_PROFILES[1]
+            plan.moves.append((moment, pipeline, "NEW"))
     while True:
-        moment = _working_moment(rng, moment + rng.expovariate(1.0 / funnel.mean_days[step]) * DAY, tz_offset)
+        moment = _working_moment(rng, moment + rng.expovariate(1.0 / profile.mean_days[step]) * DAY, tz_offset)
         if moment >= end:
             return
-        if rng.random() >= funnel.advance[step]:
-            plan.moves.append((moment, funnel_index, "APOLOGY" if rng.random() < funnel.apology else "LOSE"))
+        if rng.random() >= profile.advance[step]:
+            plan.moves.append((moment, pipeline, "APOLOGY" if rng.random() < profile.apology else "LOSE"))
             return
         step += 1
-        if step < len(DEAL_PATH) - 1 and rng.random() < funnel.skip:
+        if step < len(DEAL_PATH) - 1 and rng.random() < profile.skip:
             step += 1
         if step >= len(DEAL_PATH):
-            plan.moves.append((moment, funnel_index, "WON"))
+            plan.moves.append((moment, pipeline, "WON"))
             return
-        plan.moves.append((moment, funnel_index, DEAL_PATH[step]))
+        plan.moves.append((moment, pipeline, DEAL_PATH[step]))
 
 
-def make_plan(deals: int, seed: int, end: float, tz_offset: float = 3 * 3600) -> Plan:
+def make_plan(deals: int, seed: int, end: float, tz_offset: float = 3 * 3600) -> SeedPlan:
     """The whole portal history as data: about ``deals`` deals (exactly, unless leads convert more)."""
     rng = random.Random(seed)
     start = end - YEAR_DAYS * DAY
@@ -341,20 +341,20 @@ def make_plan(deals: int, seed: int, end: float, tz_offset: float = 3 * 3600) ->
                                 _weighted(rng, DEAL_TYPES), lead.amount, lead=index)
                 lead.deal = deal.index
                 deal_plans.append(deal)
-    shares = list(itertools.accumulate(f.share for f in FUNNELS))
+    shares = list(itertools.accumulate(f.share for f in PIPELINE_PROFILES))
     while len(deal_plans) < deals:
-        funnel_index = bisect.bisect_right(shares, rng.random() * shares[-1])
-        funnel = FUNNELS[funnel_index]
-        deal = DealPlan(len(deal_plans), _created_moment(rng, start, end, tz_offset), funnel_index,
+        pipeline = bisect.bisect_right(shares, rng.random() * shares[-1])
+        profile = PIPELINE_PROFILES[pipeline]
+        deal = DealPlan(len(deal_plans), _created_moment(rng, start, end, tz_offset), pipeline,
                         pick_manager(), _weighted(rng, SOURCES), _weighted(rng, DEAL_TYPES),
-                        _amount(rng, funnel.amount_scale))
+                        _amount(rng, profile.amount_scale))
         deal.person = _person(rng, with_company=0.6)  # also used when there is no client to reuse yet
-        if rng.random() < funnel.reuse_client:
+        if rng.random() < profile.reuse_client:
             deal.reuse = rng.random()
         deal_plans.append(deal)
     for deal in deal_plans:
         _deal_moves(rng, deal, end, tz_offset)
-    return Plan(start, end, managers, leads, deal_plans)
+    return SeedPlan(start, end, managers, leads, deal_plans)
 
 
 # ---------------------------------------------------------------------------- playing the plan
@@ -382,9 +382,9 @@ def _tz_offset(portal: "Portal") -> float:
 
 
 class _Player:
-    """Plays a Plan through registry.invoke, keeping plan index -> portal id maps."""
+    """Plays a SeedPlan through registry.invoke, keeping plan index -> portal id maps."""
 
-    def __init__(self, portal: "Portal", plan: Plan):
+    def __init__(self, portal: "Portal", plan: SeedPlan):
         self.portal = portal
         self.plan = plan
         self.clock = _Clock(plan.start)
@@ -398,7 +398,7 @@ class _Player:
         self.channel_field = "UF_CRM_CHANNEL"
         self.contract_field = "UF_CRM_CONTRACT"
         self.contracts = 0
-        self.deal_funnel: dict[int, int] = {}  # deals moved to another pipeline
+        self.deal_pipeline: dict[int, int] = {}  # deals moved to another pipeline
         self.with_contract: set[int] = set()
 
     def call(self, method: str, params: dict[str, Any], user: int = 1) -> Any:
@@ -408,8 +408,8 @@ class _Player:
 
     def set_up(self) -> None:
         self._users()
-        for funnel in FUNNELS[1:]:
-            reply = self.call("crm.category.add", {"entityTypeId": 2, "fields": {"name": funnel.name,
+        for profile in PIPELINE_PROFILES[1:]:
+            reply = self.call("crm.category.add", {"entityTypeId": DEAL, "fields": {"name": profile.name,
                                                                                  "sort": 100 * len(self.category_ids)}})
             category_id = reply["category"]["id"]
             self.category_ids.append(category_id)
@@ -478,8 +478,8 @@ class _Player:
                 elif kind == 2:
                     yield moments[position], position, "deal", owner, None
                 else:
-                    moment, funnel, stage = deals[owner].moves[steps[position]]
-                    yield moment, position, "deal_move", owner, (funnel, stage)
+                    moment, pipeline, stage = deals[owner].moves[steps[position]]
+                    yield moment, position, "deal_move", owner, (pipeline, stage)
 
         return len(order), timeline()
 
@@ -551,8 +551,8 @@ class _Player:
         client_name = client.company or f"{client.name} {client.last_name}"
         fields: dict[str, Any] = {
             "TITLE": f"{PRODUCTS[index % len(PRODUCTS)]} — {client_name}",
-            "CATEGORY_ID": self.category_ids[deal.funnel],
-            "STAGE_ID": self.stage_prefix[deal.funnel] + "NEW",
+            "CATEGORY_ID": self.category_ids[deal.pipeline],
+            "STAGE_ID": self.stage_prefix[deal.pipeline] + "NEW",
             "TYPE_ID": deal.deal_type, "SOURCE_ID": deal.source, "CURRENCY_ID": "RUB",
             "OPPORTUNITY": deal.amount, "ASSIGNED_BY_ID": manager, "CONTACT_ID": contact_id, "OPENED": "Y",
         }
@@ -567,14 +567,14 @@ class _Player:
 
     def _deal_move(self, index: int, target: tuple[int, str]) -> None:
         deal = self.plan.deals[index]
-        funnel, stage = target
+        pipeline, stage = target
         manager = self.manager_ids[deal.manager]
-        stage_id = self.stage_prefix[funnel] + stage
+        stage_id = self.stage_prefix[pipeline] + stage
         deal_id = self.deal_ids[index]
-        if self.deal_funnel.get(index, deal.funnel) != funnel:
-            self.deal_funnel[index] = funnel
-            self.call("crm.item.update", {"entityTypeId": 2, "id": deal_id, "fields": {
-                "categoryId": self.category_ids[funnel], "stageId": stage_id}}, manager)
+        if self.deal_pipeline.get(index, deal.pipeline) != pipeline:
+            self.deal_pipeline[index] = pipeline
+            self.call("crm.item.update", {"entityTypeId": DEAL, "id": deal_id, "fields": {
+                "categoryId": self.category_ids[pipeline], "stageId": stage_id}}, manager)
             return
         fields: dict[str, Any] = {"STAGE_ID": stage_id}
         if stage in ("FINAL_INVOICE", "WON") and index not in self.with_contract:

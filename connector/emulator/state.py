@@ -18,11 +18,8 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from connector.catalog import DEAL, ENTITY_TYPE_IDS, LEAD
 from connector.envelope import parse_offset
-
-# CRM entity type ids as Bitrix24 numbers them
-ENTITY_TYPE_IDS = {"lead": 1, "deal": 2, "contact": 3, "company": 4}
-ENTITY_NAMES = {v: k for k, v in ENTITY_TYPE_IDS.items()}
 
 
 class Portal:
@@ -51,7 +48,7 @@ class Portal:
         self.records: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in ENTITY_TYPE_IDS}
         self.statuses: dict[int, dict[str, Any]] = {}
         self.categories: dict[int, dict[str, Any]] = {}
-        self.history: dict[int, list[dict[str, Any]]] = {1: [], 2: []}
+        self.history: dict[int, list[dict[str, Any]]] = {LEAD: [], DEAL: []}
         self.userfields: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in ENTITY_TYPE_IDS}
         self.users: dict[int, dict[str, Any]] = {}
         self.event_handlers: list[dict[str, Any]] = []
@@ -93,13 +90,16 @@ class Portal:
 
     # ------------------------------------------------------------------ events
 
-    def emit(self, event: str, fields: dict[str, Any], skip_connector: str | None = None) -> None:
-        """Record a CRM event (e.g. ``ONCRMDEALUPDATE`` with ``{"ID": 5}``).
+    def emit(
+        self, event: str, fields: dict[str, Any], skip_connector: str | None = None, *, user_id: int = 1
+    ) -> None:
+        """Record a CRM event (e.g. ``ONCRMDEALUPDATE`` with ``{"ID": 5}``) made by ``user_id``.
 
         Every offline binding of the event gets one queue record per object; a later change of
         the same object replaces the earlier record (latest change wins), as the real queue does.
         ``skip_connector`` is the ``auth_connector`` key the modifying call was made with: bindings
         with that key get no record (an app's own writes do not come back to it); others still do.
+        ``user_id`` (the calling user; the administrator by default) goes to ``EVENT_ADDITIONAL``.
         """
         with self.lock:
             for binding in self.event_handlers:
@@ -114,7 +114,7 @@ class Portal:
                         "TIMESTAMP_X": self.now_text(),
                         "EVENT_NAME": event.upper(),
                         "EVENT_DATA": {"FIELDS": dict(fields)},
-                        "EVENT_ADDITIONAL": {"user_id": str(self.extra.get("acting_user", 1))},
+                        "EVENT_ADDITIONAL": {"user_id": str(user_id)},
                         "MESSAGE_ID": f"{event.upper()}_{fields.get('ID')}_{self.seq['offline_event']}",
                         "PROCESS_ID": None,
                         "ERROR": 0,

@@ -47,7 +47,7 @@ def test_bucket_unit(clock: Any) -> None:
     clock.advance(0.5)  # drains one request
     assert [bucket.admit(), bucket.admit()] == [True, False]
     clock.advance(10)
-    assert bucket.level() == 0
+    assert bucket.level == 0
 
 
 def test_bucket_answers_503_and_drains(make_emulator: Any, clock: Any, methods: None) -> None:

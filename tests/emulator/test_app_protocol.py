@@ -141,16 +141,17 @@ def test_unknown_path_outside_rest(emulator_app: Any) -> None:
     assert emulator_app.request("GET", "/index.php").status == 404
 
 
-def test_stats_count_requests_methods_writes_and_batch(emulator: Any, echo: list, register_method: Any) -> None:
-    register_method("test.write", lambda call: True, writes=True)
-    requests.get(emulator.url + "test.echo", timeout=10)
+def test_stats_count_requests_methods_writes_and_batch(emulator: Any, register_method: Any) -> None:
+    register_method("test.write", lambda call: True)
+    register_method("test.echo.get", lambda call: call.params)  # a reader: its last part is a read verb
+    requests.get(emulator.url + "test.echo.get", timeout=10)
     requests.get(emulator.url + "test.write", timeout=10)
     requests.get(emulator.url + "nope.nope", timeout=10)
-    cmd = {"a": "test.write", "b": "test.echo?x=1", "c": "test.write"}
+    cmd = {"a": "test.write", "b": "test.echo.get?x=1", "c": "test.write"}
     requests.post(emulator.url + "batch", json={"cmd": cmd}, timeout=10)
     stats = requests.get(f"{emulator.base_url}/_emulator/stats", timeout=10).json()
     assert stats["requests_total"] == 4
-    assert stats["by_method"] == {"test.echo": 2, "test.write": 3, "nope.nope": 1, "batch": 1}
+    assert stats["by_method"] == {"test.echo.get": 2, "test.write": 3, "nope.nope": 1, "batch": 1}
     assert stats["writes_total"] == 3
     assert stats["batch_commands_total"] == 3
     assert stats["rejected_503"] == stats["rejected_429"] == 0
@@ -164,7 +165,7 @@ def test_failed_write_is_not_counted_as_write(emulator_app: Any, register_method
     def refuse(call: Any) -> Any:
         raise ApiError("", "Not found")
 
-    register_method("test.badwrite", refuse, writes=True)
+    register_method("test.badwrite", refuse)
     emulator_app.request("GET", f"{HOOK}/test.badwrite")
     assert emulator_app.stats()["writes_total"] == 0
 

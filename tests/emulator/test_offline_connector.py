@@ -145,3 +145,21 @@ def test_empty_key_is_no_key(app: Any) -> None:
     deal = new_deal(app)
     rest(app, "crm.deal.update", id=deal, fields={"TITLE": "x"}, auth_connector="")
     assert queue(app) == queue(app, KEY) == queue(app, OTHER) == [("ONCRMDEALUPDATE", deal)]
+
+
+@pytest.mark.parametrize("event, write", [(e, w) for _, e, w in WRITES], ids=[name for name, _, _ in WRITES])
+def test_queued_record_names_the_user_who_made_the_change(app: Any, event: str, write: Any) -> None:
+    bind_all(app, event)
+    app.portal.oauth["access"][app.oauth["access_token"]]["user_id"] = 7  # the app now acts for user 7
+    write(app, {})
+    rows = rest(app, "event.offline.list")
+    assert [row["EVENT_ADDITIONAL"] for row in rows] == [{"user_id": "7"}]
+
+
+def test_webhook_write_is_recorded_as_made_by_the_webhook_user(app: Any) -> None:
+    bind_all(app, "ONCRMDEALADD")
+    app.add_webhook("hook-of-user-5", 5)
+    reply = app.request("POST", "/rest/5/hook-of-user-5/crm.deal.add", body=json.dumps({"fields": {"TITLE": "x"}}),
+                        content_type="application/json")
+    assert reply.status == 200
+    assert [row["EVENT_ADDITIONAL"]["user_id"] for row in rest(app, "event.offline.list")] == ["5"]

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from connector.emulator import costs, pipelines, query
 from connector.emulator.registry import ApiError, Call, Result, method
-from connector.emulator.state import ENTITY_NAMES
+from connector.catalog import ENTITY_NAMES
 
 if TYPE_CHECKING:
     from connector.emulator.state import Portal
@@ -998,7 +998,7 @@ def add_record(call: Call, entity: Entity, fields: Mapping[str, Any], style: _St
     portal.records[entity.name][record_id] = record
     _index_add(portal, entity.name, record_id)
     _record_history(portal, w)
-    portal.emit(entity.add_event, {"ID": record_id}, _connector(call))
+    portal.emit(entity.add_event, {"ID": record_id}, _connector(call), user_id=call.user_id)
     call.charge(costs.WRITE)
     return record
 
@@ -1035,9 +1035,9 @@ def update_record(
     _record_history(portal, w)
     if entity.name == "deal" and int(record["CATEGORY_ID"]) != w.category_before:
         event = {"ID": record_id, "CATEGORY_ID": int(record["CATEGORY_ID"]), "STAGE_ID": record["STAGE_ID"]}
-        portal.emit("ONCRMDEALMOVETOCATEGORY", event, _connector(call))
+        portal.emit("ONCRMDEALMOVETOCATEGORY", event, _connector(call), user_id=call.user_id)
     else:
-        portal.emit(entity.update_event, {"ID": record_id}, _connector(call))
+        portal.emit(entity.update_event, {"ID": record_id}, _connector(call), user_id=call.user_id)
     call.charge(costs.WRITE)
     return record
 
@@ -1050,7 +1050,7 @@ def delete_record(call: Call, entity: Entity, record_id: int, style: _Style = LE
     _index_remove(portal, entity.name, record_id)
     if entity.stage_field:
         _mark_history_filtered(portal, entity)
-    portal.emit(f"ONCRM{entity.event}DELETE", {"ID": record_id}, _connector(call))
+    portal.emit(f"ONCRM{entity.event}DELETE", {"ID": record_id}, _connector(call), user_id=call.user_id)
     call.charge(costs.WRITE)
 
 
@@ -1384,7 +1384,7 @@ def _uf_add(call: Call, entity: Entity) -> int:
             row["LIST"] = _enum_items(portal, name, [], fields.get("LIST"))
         portal.userfields.setdefault(entity.name, {})[uf_id] = row
         _uf_changed(portal, entity)
-        portal.emit(f"ONCRM{entity.event}USERFIELDADD", {"ID": uf_id}, _connector(call))
+        portal.emit(f"ONCRM{entity.event}USERFIELDADD", {"ID": uf_id}, _connector(call), user_id=call.user_id)
         call.charge(costs.WRITE)
     return uf_id
 
@@ -1454,7 +1454,7 @@ def _uf_update(call: Call, entity: Entity) -> bool:
         if row["USER_TYPE_ID"] == "enumeration" and "LIST" in fields:
             row["LIST"] = _enum_items(portal, row["FIELD_NAME"], row.get("LIST") or [], fields["LIST"])
         _uf_changed(portal, entity)
-        portal.emit(f"ONCRM{entity.event}USERFIELDUPDATE", {"ID": int(row["ID"])}, _connector(call))
+        portal.emit(f"ONCRM{entity.event}USERFIELDUPDATE", {"ID": int(row["ID"])}, _connector(call), user_id=call.user_id)
         call.charge(costs.WRITE)
     return True
 
@@ -1467,7 +1467,7 @@ def _uf_delete(call: Call, entity: Entity) -> bool:
         for record in portal.records[entity.name].values():
             record.pop(row["FIELD_NAME"], None)
         _uf_changed(portal, entity)
-        portal.emit(f"ONCRM{entity.event}USERFIELDDELETE", {"ID": int(row["ID"])}, _connector(call))
+        portal.emit(f"ONCRM{entity.event}USERFIELDDELETE", {"ID": int(row["ID"])}, _connector(call), user_id=call.user_id)
         call.charge(costs.WRITE)
     return True
 
@@ -1527,7 +1527,7 @@ def item_get(call: Call) -> dict[str, Any]:
         return _item_reply(call.portal, entity, record, _original_uf(call))
 
 
-@method("crm.item.add", writes=True)
+@method("crm.item.add")
 def item_add(call: Call) -> dict[str, Any]:
     """crm.item.add: create from camelCase fields; returns ``{"item": {...}}``."""
     entity = _item_entity(call)
@@ -1538,7 +1538,7 @@ def item_add(call: Call) -> dict[str, Any]:
         return _item_reply(call.portal, entity, record, original)
 
 
-@method("crm.item.update", writes=True)
+@method("crm.item.update")
 def item_update(call: Call) -> dict[str, Any]:
     """crm.item.update: like crm.deal.update, but ``categoryId`` moves a deal to another pipeline."""
     entity = _item_entity(call)
@@ -1550,7 +1550,7 @@ def item_update(call: Call) -> dict[str, Any]:
         return _item_reply(call.portal, entity, record, original)
 
 
-@method("crm.item.delete", writes=True)
+@method("crm.item.delete")
 def item_delete(call: Call) -> list[Any]:
     """crm.item.delete: answers ``[]``."""
     entity = _item_entity(call)
@@ -1642,24 +1642,24 @@ def _register(entity: Entity) -> None:
     """Register crm.<entity>.{list,get,add,update,delete,fields} and crm.<entity>.userfield.*."""
     prefix = f"crm.{entity.name}"
     handlers = {
-        "list": (_legacy_list, False),
-        "get": (_legacy_get, False),
-        "add": (_legacy_add, True),
-        "update": (_legacy_update, True),
-        "delete": (_legacy_delete, True),
-        "fields": (_legacy_fields, False),
-        "userfield.add": (_uf_add, True),
-        "userfield.get": (_uf_get, False),
-        "userfield.list": (_uf_list, False),
-        "userfield.update": (_uf_update, True),
-        "userfield.delete": (_uf_delete, True),
+        "list": _legacy_list,
+        "get": _legacy_get,
+        "add": _legacy_add,
+        "update": _legacy_update,
+        "delete": _legacy_delete,
+        "fields": _legacy_fields,
+        "userfield.add": _uf_add,
+        "userfield.get": _uf_get,
+        "userfield.list": _uf_list,
+        "userfield.update": _uf_update,
+        "userfield.delete": _uf_delete,
     }
-    for suffix, (handler, writes) in handlers.items():
+    for suffix, handler in handlers.items():
         def bound(call: Call, _handler: Any = handler) -> Any:
             return _handler(call, entity)
 
         bound.__doc__ = f"{prefix}.{suffix}"
-        method(f"{prefix}.{suffix}", writes=writes)(bound)
+        method(f"{prefix}.{suffix}")(bound)
 
 
 for _entity in ENTITIES.values():

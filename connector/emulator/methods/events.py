@@ -39,7 +39,7 @@ def _offline(call: Call) -> bool:
     return str(call.param("event_type") or "online").strip().lower() == "offline"
 
 
-@method("event.bind", oauth_only=True, writes=True, scope="basic")
+@method("event.bind", oauth_only=True, scope="basic")
 def event_bind(call: Call) -> bool:
     """Register an online handler URL or an offline queue binding; a repeated binding is kept once [inferred]."""
     name = _event_name(call)
@@ -68,7 +68,7 @@ def _same_binding(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(a.get(k) == b.get(k) for k in keys)
 
 
-@method("event.unbind", oauth_only=True, writes=True, scope="basic")
+@method("event.unbind", oauth_only=True, scope="basic")
 def event_unbind(call: Call) -> dict[str, int]:
     """Remove this app's bindings of an event (and handler / auth_type when given); ``{"count": n}``."""
     name = _event_name(call)

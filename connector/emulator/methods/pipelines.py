@@ -9,12 +9,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from connector.catalog import DEAL, TYPE_LABELS
 from connector.emulator import costs, pipelines
 from connector.emulator.registry import ApiError, Call, Result, method
 
-DEAL_TYPE_ID = 2
 PAGE = 50  # rows per page of list methods
-_ENTITY_NAMES = {1: "LEAD", 3: "CONTACT", 4: "COMPANY", 5: "INVOICE", 7: "QUOTE", 31: "SMART_INVOICE"}
 
 MSG_AFTER_FINAL = (
     "Cannot create more stages after the final stage because the final successful stage already exists. "
@@ -76,10 +75,10 @@ def _category_type(call: Call) -> int:
     if raw in (None, ""):
         raise ApiError("INVALID_ARG_VALUE", "Could not find value for parameter {entityTypeId}")
     entity_type = _int_or_none(raw)
-    if entity_type == DEAL_TYPE_ID:
+    if entity_type == DEAL:
         return entity_type
-    if entity_type in _ENTITY_NAMES:
-        raise ApiError("ENTITY_TYPE_NOT_SUPPORTED", f"Entity type {_ENTITY_NAMES[entity_type]} is not supported")
+    if entity_type in TYPE_LABELS:
+        raise ApiError("ENTITY_TYPE_NOT_SUPPORTED", f"Entity type {TYPE_LABELS[entity_type]} is not supported")
     raise ApiError("NOT_FOUND", "Smart process not found")
 
 
@@ -148,7 +147,7 @@ def category_get(call: Call) -> dict[str, Any]:
         return {"category": dict(call.portal.categories[_category_id(call)])}
 
 
-@method("crm.category.add", writes=True)
+@method("crm.category.add")
 def category_add(call: Call) -> dict[str, Any]:
     """Create a deal pipeline with the default stage template (``C{N}:`` stages in ``DEAL_STAGE_{N}``)."""
     _category_type(call)
@@ -164,7 +163,7 @@ def category_add(call: Call) -> dict[str, Any]:
         return {"category": dict(category)}
 
 
-@method("crm.category.update", writes=True)
+@method("crm.category.update")
 def category_update(call: Call) -> dict[str, Any]:
     """Rename or re-sort a pipeline; ``isDefault`` cannot change for deals and is ignored."""
     _category_type(call)
@@ -186,7 +185,7 @@ def category_update(call: Call) -> dict[str, Any]:
         return {"category": dict(category)}
 
 
-@method("crm.category.delete", writes=True)
+@method("crm.category.delete")
 def category_delete(call: Call) -> None:
     """Delete a pipeline and its stages; refused for the default one and for one that holds deals."""
     _category_type(call)
@@ -397,7 +396,7 @@ def _color(value: Any) -> str | None:
     return text if text.startswith("#") else "#" + text
 
 
-@method("crm.status.add", writes=True)
+@method("crm.status.add")
 def status_add(call: Call) -> int:
     """Add a dictionary row; deal stages of pipeline N get the ``C{N}:`` prefix; REST rows are never SYSTEM."""
     fields = _mapping(call.param("fields"))
@@ -443,7 +442,7 @@ def status_add(call: Call) -> int:
         return int(row["ID"])
 
 
-@method("crm.status.update", writes=True)
+@method("crm.status.update")
 def status_update(call: Call) -> bool:
     """Change NAME, SORT, COLOR of a row; other fields are ignored.
 
@@ -481,7 +480,7 @@ def records_in_status(portal: Any, row: dict[str, Any]) -> int:
     return sum(1 for record in records if record.get(key) == code)
 
 
-@method("crm.status.delete", writes=True)
+@method("crm.status.delete")
 def status_delete(call: Call) -> bool:
     """Delete a row: system rows need ``params[FORCED]=Y``; a stage that holds records is refused."""
     params = _mapping(call.param("params")) or {}
@@ -571,7 +570,7 @@ def dealcategory_get(call: Call) -> dict[str, Any]:
         return _legacy_row(call.portal, call.portal.categories[_legacy_id(call)])
 
 
-@method("crm.dealcategory.add", writes=True)
+@method("crm.dealcategory.add")
 def dealcategory_add(call: Call) -> int:
     """Create a pipeline (``fields: {NAME, SORT}``) with the default stages; returns its id."""
     fields = _mapping(call.param("fields")) or {}
@@ -586,7 +585,7 @@ def dealcategory_add(call: Call) -> int:
         return category["id"]
 
 
-@method("crm.dealcategory.update", writes=True)
+@method("crm.dealcategory.update")
 def dealcategory_update(call: Call) -> bool:
     """Rename or re-sort an extra pipeline; a blank NAME keeps the old one."""
     fields = _mapping(call.param("fields")) or {}
@@ -602,7 +601,7 @@ def dealcategory_update(call: Call) -> bool:
         return True
 
 
-@method("crm.dealcategory.delete", writes=True)
+@method("crm.dealcategory.delete")
 def dealcategory_delete(call: Call) -> bool:
     """Delete an extra pipeline and its stages; refused while it holds deals."""
     with call.portal.lock:
@@ -655,7 +654,7 @@ def dealcategory_default_get(call: Call) -> dict[str, Any]:
         return {"ID": 0, "NAME": call.portal.categories[0]["name"]}
 
 
-@method("crm.dealcategory.default.set", writes=True)
+@method("crm.dealcategory.default.set")
 def dealcategory_default_set(call: Call) -> bool:
     """Rename the default pipeline (a blank name restores the portal's default)."""
     name = str(call.param("name", "") or "").strip()
