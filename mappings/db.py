@@ -1,0 +1,360 @@
+"""Where the mirror lives and how to talk to it: URL resolution, engines, migrations, bulk upserts.
+
+SQLite runs in WAL mode with a busy timeout and takes its write lock up front (``BEGIN IMMEDIATE``)
+for write transactions; PostgreSQL goes through psycopg 3, optionally in one schema per portal.
+Every message shows the URL with its password masked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+DEFAULT_URL = "sqlite:///b24sync.sqlite3"
+ENV_DB = "B24SYNC_DB"
+MIGRATIONS = Path(__file__).resolve().with_name("migrations")
+SQLITE_BUSY_MS = 30_000
+_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_PARAMS_PER_STATEMENT = 30_000  # below SQLite's 32,766 variables and PostgreSQL's 65,535 parameters
+
+
+_TARGETS: "weakref.WeakKeyDictionary[Engine, Target]" = weakref.WeakKeyDictionary()  # what each engine was opened for
+
+
+class MirrorDatabaseError(Exception):
+    """The mirror database cannot be used: a bad URL, unreachable, or the wrong kind; safe to print."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved mirror: its URL (secret: may hold a password), optional schema, and where it came from."""
+
+    url: str
+    schema: str | None = None
+    source: str = "default"
+
+    @property
+    def shown(self) -> str:
+        """The URL with its password masked (and the schema, when there is one)."""
+        text = mask_url(self.url)
+        return f"{text} (schema {self.schema})" if self.schema else text
+
+    def __repr__(self) -> str:
+        return f"Target({self.shown!r}, source={self.source!r})"
+
+
+def resolve(db: str | None = None, database: Any = None, environ: Mapping[str, str] | None = None) -> Target:
+    """The mirror's URL: ``--db`` > ``B24SYNC_DB`` > the config's ``[database]`` (url_env, url) > the default.
+
+    ``database`` is the config's ``[database]`` model (``mappings.config.DatabaseConfig``) or None;
+    its ``schema`` (when the model has one) applies whichever way the URL was given.
+    """
+    environ = os.environ if environ is None else environ
+    schema = _config_schema(database)
+    if schema is not None:
+        schema = check_schema(schema)
+    if db:
+        return Target(db, schema, "--db")
+    if environ.get(ENV_DB):
+        return Target(environ[ENV_DB], schema, ENV_DB)
+    if database is not None:
+        env_name = getattr(database, "url_env", None)
+        if env_name and environ.get(env_name):
+            return Target(environ[env_name], schema, f"${env_name} ([database] url_env)")
+        url = getattr(database, "url", None)
+        if url is not None:
+            text = url.get_secret_value() if hasattr(url, "get_secret_value") else str(url)
+            if text:
+                return Target(text, schema, "[database] url")
+    return Target(DEFAULT_URL, schema, "default")
+
+
+def _config_schema(database: Any) -> str | None:
+    """``[database] schema`` when the config model has it (pydantic's own ``schema`` method is not it)."""
+    if database is None:
+        return None
+    if hasattr(database, "model_dump"):
+        data = database.model_dump(by_alias=True)
+        value = next((data.get(k) for k in ("schema", "schema_name", "db_schema") if data.get(k)), None)
+    else:
+        value = getattr(database, "schema", None)
+    return value if isinstance(value, str) and value else None
+
+
+def check_schema(name: str) -> str:
+    """A PostgreSQL schema name b24sync accepts (lower-case letters, digits, ``_``), or MirrorDatabaseError."""
+    if not _SCHEMA_RE.match(name):
+        raise MirrorDatabaseError(f"schema {name!r}: use lower-case latin letters, digits and _ (at most 63)")
+    return name
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***`` (never raises, never shows the password)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparseable URL is masked by hand
+        return re.sub(r"(//[^:/@]*):[^@/]*@", r"\1:***@", str(url))
+
+
+def _redact(text: str, url: Any) -> str:
+    password = getattr(url, "password", None)
+    return text.replace(str(password), "***") if password else text
+
+
+# ---------------------------------------------------------------- engines
+
+
+def open_engine(target: Target | str, *, pool_size: int = 5) -> Engine:
+    """An engine for the mirror (no connection is made yet); MirrorDatabaseError for a bad URL."""
+    if isinstance(target, str):
+        target = Target(target)
+    try:
+        url = make_url(target.url)
+    except ArgumentError:
+        raise MirrorDatabaseError(f"not a database URL: {mask_url(target.url)} (e.g. sqlite:///b24sync.sqlite3 or "
+                                  "postgresql+psycopg://user@host/db)") from None
+    backend = url.get_backend_name()
+    try:
+        if backend == "sqlite":
+            if target.schema:
+                raise MirrorDatabaseError("[database] schema is for PostgreSQL; SQLite keeps one mirror per file")
+            engine = _sqlite_engine(url)
+        elif backend == "postgresql":
+            if url.drivername in ("postgresql", "postgres"):
+                url = url.set(drivername="postgresql+psycopg")
+            connect_args: dict[str, Any] = {}
+            if target.schema:
+                connect_args["options"] = f"-csearch_path={target.schema}"
+            engine = sa.create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size,
+                                      connect_args=connect_args)
+        else:
+            raise MirrorDatabaseError(f"{mask_url(target.url)}: the mirror runs on SQLite or PostgreSQL, not {backend}")
+    except (NoSuchModuleError, ImportError, ArgumentError) as exc:
+        raise MirrorDatabaseError(f"{mask_url(target.url)}: {_redact(str(exc), url)}") from None
+    _TARGETS[engine] = target
+    return engine
+
+
+def _sqlite_engine(url: Any) -> Engine:
+    memory = url.database in (None, "", ":memory:")
+    options: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_MS / 1000, "check_same_thread": False}}
+    if memory:
+        options["poolclass"] = sa.pool.StaticPool
+    engine = sa.create_engine(url, **options)
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_MS}")
+        if not memory:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("b24sync_write") else "BEGIN")
+
+    return engine
+
+
+def target_of(engine: Engine) -> Target:
+    """The target an engine was opened for (a plain URL target for engines made elsewhere)."""
+    found = _TARGETS.get(engine)
+    return found or Target(engine.url.render_as_string(hide_password=False))
+
+
+def shown(engine: Engine) -> str:
+    """The engine's URL with the password masked."""
+    return target_of(engine).shown
+
+
+def sqlite_path(engine: Engine) -> Path | None:
+    """The file of a SQLite mirror (None for PostgreSQL and in-memory SQLite)."""
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return None
+    return Path(engine.url.database)
+
+
+def check(engine: Engine) -> None:
+    """Make sure the database can be reached, or raise MirrorDatabaseError (one clear line).
+
+    A SQLite file that does not exist yet is not created here (its folder must exist).
+    """
+    path = sqlite_path(engine)
+    if path is not None and not path.exists():
+        folder = path.resolve().parent
+        if not folder.is_dir():
+            raise MirrorDatabaseError(f"cannot create the mirror {shown(engine)}: folder {folder} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise MirrorDatabaseError(f"cannot create the mirror {shown(engine)}: folder {folder} is not writable")
+        return
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except SQLAlchemyError as exc:
+        raise unreachable(engine, exc) from None
+
+
+def unreachable(engine: Engine, exc: BaseException) -> MirrorDatabaseError:
+    """A MirrorDatabaseError for a failure to use ``engine`` (the driver's reason, password masked)."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    text = _redact(reason[0] if reason else type(exc).__name__, engine.url)
+    return MirrorDatabaseError(f"cannot use the mirror database {shown(engine)}: {text}")
+
+
+def exists(engine: Engine) -> bool:
+    """True when the database holds b24sync tables (any revision); never creates a SQLite file."""
+    path = sqlite_path(engine)
+    if path is not None and not path.exists():
+        return False
+    with engine.connect() as conn:
+        return sa.inspect(conn).has_table("alembic_version")
+
+
+@contextlib.contextmanager
+def begin_write(engine: Engine) -> Iterator[Connection]:
+    """A write transaction: committed on success, rolled back on error; SQLite takes its lock first."""
+    with engine.connect() as conn:
+        conn.execution_options(b24sync_write=True)
+        with conn.begin():
+            yield conn
+
+
+def current_schema(engine: Engine) -> str | None:
+    """The PostgreSQL schema the engine writes to (None on SQLite)."""
+    if engine.dialect.name != "postgresql":
+        return None
+    target = target_of(engine)
+    if target.schema:
+        return target.schema
+    with engine.connect() as conn:
+        return conn.exec_driver_sql("SELECT current_schema()").scalar()
+
+
+# ---------------------------------------------------------------- migrations
+
+
+def _alembic_config(conn: Connection) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = conn
+    return config
+
+
+def head() -> str:
+    """The newest revision shipped with this version of b24sync."""
+    from alembic.script import ScriptDirectory
+
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    found = ScriptDirectory.from_config(config).get_current_head()
+    assert found is not None
+    return found
+
+
+def revisions() -> list[str]:
+    """Every shipped revision, oldest first."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return [s.revision for s in reversed(list(ScriptDirectory.from_config(config).walk_revisions()))]
+
+
+def current(engine: Engine) -> str | None:
+    """The revision the mirror is at (None for an empty database); never creates a SQLite file."""
+    from alembic.runtime.migration import MigrationContext
+
+    path = sqlite_path(engine)
+    if path is not None and not path.exists():
+        return None
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except SQLAlchemyError as exc:
+        raise unreachable(engine, exc) from None
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
+    """Bring the mirror to ``revision`` in one transaction; returns (revision before, revision after).
+
+    Known revisions only: a mirror written by a newer b24sync is refused, not touched.
+    """
+    from alembic import command
+
+    before = current(engine)
+    known = revisions()
+    if before is not None and before not in known:
+        raise MirrorDatabaseError(
+            f"the mirror {shown(engine)} is at revision {before}, which this b24sync does not know (newer version?)"
+        )
+    try:
+        schema = target_of(engine).schema
+        if schema and engine.dialect.name == "postgresql":
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        with begin_write(engine) as conn:
+            command.upgrade(_alembic_config(conn), revision)
+    except SQLAlchemyError as exc:
+        raise unreachable(engine, exc) from None
+    return before, current(engine) or ""
+
+
+def is_current(engine: Engine) -> bool:
+    """True when the mirror is at the newest revision."""
+    return current(engine) == head()
+
+
+# ---------------------------------------------------------------- bulk upserts
+
+
+def upsert(
+    conn: Connection,
+    table: sa.Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    keys: Sequence[str] | None = None,
+    update: Sequence[str] | None = None,
+) -> None:
+    """``INSERT ... ON CONFLICT (keys) DO UPDATE`` of many rows (all with the same columns), in chunks.
+
+    ``keys`` defaults to the primary key; ``update`` to every other column given (an empty list
+    means ``DO NOTHING``: insert new rows, keep existing ones as they are).
+    """
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - open_engine refuses other databases
+        raise MirrorDatabaseError(f"no upsert for {conn.dialect.name}")
+    keys = list(keys or [c.name for c in table.primary_key])
+    names = list(rows[0].keys())
+    changing = [n for n in names if n not in keys] if update is None else list(update)
+    chunk = max(1, _PARAMS_PER_STATEMENT // max(1, len(names)))
+    for start in range(0, len(rows), chunk):
+        stmt = insert(table).values(list(rows[start:start + chunk]))
+        if changing:
+            stmt = stmt.on_conflict_do_update(index_elements=keys, set_={n: stmt.excluded[n] for n in changing})
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+        conn.execute(stmt)
