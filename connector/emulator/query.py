@@ -1,14 +1,17 @@
 """Filter, order, select and 50-row paging shared by every list method of the emulator.
 
-crm.*.list, crm.item.list, crm.stagehistory.list and user.get all compile their parameters here,
-so the operator prefixes, typed comparisons, ``total``/``next`` and ``start=-1`` behave alike.
+crm.*.list, crm.item.list, crm.stagehistory.list, user.get, the user-field lists, crm.status.list
+and the offline event queue all compile their parameters here, so the operator prefixes, typed
+comparisons, ``total``/``next`` and ``start=-1`` behave alike. (crm.status.list and the queue first
+apply their own rules about which parameter keys count; the matching and ordering are this module's.)
 
 Operators (key prefix -> meaning) as Bitrix24 documents them: none or ``=`` equal (an array
 value means IN), ``!``/``!=`` not equal, ``>`` ``>=`` ``<`` ``<=``, ``@`` IN, ``!@`` NOT IN,
 ``%`` substring, ``=%``/``%=`` LIKE with explicit ``%``/``_`` wildcards, ``!%`` not substring,
 ``!=%``/``!%=`` NOT LIKE, plus ``><`` BETWEEN. Comparisons use the field's kind (int, double,
-datetime, bool, char, string); strings compare case-insensitively like MySQL's collation, and
-an empty value (``""``/None) means "the field is empty". A record value that is a list
+datetime, bool, char, string, plus ``exact`` text and ``int0`` for the older dictionary code);
+strings compare case-insensitively like MySQL's collation, and an empty value (``""``/None) means
+"the field is empty". A record value that is a list
 (multi-fields such as PHONE, multiple user fields) matches when any element matches.
 
 Strict lists (crm.item.list, crm.stagehistory.list) answer an unknown filter or order field and a
@@ -171,6 +174,18 @@ def _to_char(value: Any, tz: tzinfo | None = None) -> str | None:
     return str(value).upper()
 
 
+def _to_exact(value: Any, tz: tzinfo | None = None) -> str:
+    """Text compared as it is, case included; a missing value is "" (crm.status.list, the event queue)."""
+    return "" if value is None else str(value)
+
+
+def _to_int0(value: Any, tz: tzinfo | None = None) -> int | None:
+    """An integer where a missing value counts as 0 (crm.status CATEGORY_ID: NULL for pipeline 0)."""
+    if value is None or value == "":
+        return 0
+    return _to_int(value)
+
+
 def _to_text(value: Any, tz: tzinfo | None = None) -> str | None:
     if value.__class__ is str:
         return value.casefold() if value else None
@@ -189,6 +204,8 @@ _CONVERTERS: dict[str, Callable[[Any, Any], Any]] = {
     "datetime": _to_moment,
     "bool": _to_bool,
     "char": _to_char,
+    "exact": _to_exact,
+    "int0": _to_int0,
 }
 
 
@@ -230,7 +247,8 @@ class Schema:
     name from the request into a canonical name or None. ``strict`` selects the crm.item /
     crm.stagehistory error behaviour. ``no_like`` names fields where LIKE degrades to equality
     (the legacy deal list documents that LIKE does not work on crm_status-typed fields).
-    ``plain_like`` (user.get) makes a plain key whose value contains ``%`` a LIKE.
+    ``plain_like`` (user.get) makes a plain key whose value contains ``%`` a LIKE. ``plain_contains``
+    (crm.status.list) makes ``%`` a plain substring test: ``%`` and ``_`` in the value are literal.
     """
 
     kinds: Mapping[str, str]
@@ -240,6 +258,7 @@ class Schema:
     id_field: str = "ID"
     no_like: frozenset[str] = frozenset()
     plain_like: bool = False
+    plain_contains: bool = False
 
 
 def upper_resolver(kinds: Mapping[str, str]) -> Callable[[str], str | None]:
@@ -461,7 +480,10 @@ def _compile_condition(key: str, value: Any, schema: Schema) -> Condition | None
         condition.values = (_typed(kind, single, schema, canonical),)
     else:  # contains / like compare the text of the value
         text = "" if single is None else str(single)
-        condition.regex = _like_regex(f"%{text}%" if op == "contains" else text)
+        if op == "contains" and schema.plain_contains:
+            condition.regex = re.compile(".*" + re.escape(text.casefold()), re.S | re.I)
+        else:
+            condition.regex = _like_regex(f"%{text}%" if op == "contains" else text)
         condition.kind = "text"
     if None in condition.values:
         # an unreadable value (legacy lists only): nothing equals or orders against it

@@ -8,9 +8,10 @@ Online handlers are stored and listed but not called (the emulator sends no outg
 from __future__ import annotations
 
 import secrets
+from datetime import timezone
 from typing import Any
 
-from connector.emulator import costs
+from connector.emulator import costs, query
 from connector.emulator.methods.batch import is_true
 from connector.emulator.registry import ApiError, Call, Result, method
 
@@ -136,37 +137,38 @@ def _comparable(field: str, value: Any) -> Any:
     return "" if value is None else str(value)
 
 
-def _matches(row: dict[str, Any], flt: Any) -> bool:
-    """The queue's small filter: ``=``, ``!``, ``>``, ``>=``, ``<``, ``<=`` before a field name."""
-    if not isinstance(flt, dict):
-        return True
-    for key, expected in flt.items():
-        op = ""
-        name = str(key)
+_QUEUE_SCHEMA = query.Schema(
+    {name: "int" if name in ("ID", "ERROR") else "exact" for name in _QUEUE_FIELDS}, query.upper_resolver(_QUEUE_FIELDS),
+)
+_QUEUE_OPERATORS = ("", "=", "!", "!=", ">", ">=", "<", "<=")
+
+
+def _queue_filter(flt: Any) -> query.Filter:
+    """The queue's small filter: ``=``, ``!``, ``>``, ``>=``, ``<``, ``<=`` before a field name.
+
+    Other prefixes mean equality, unknown fields are ignored, and every value compares as its
+    field does (ID and ERROR as integers, garbage as 0; the rest as exact text).
+    """
+    conditions: dict[str, Any] = {}
+    for key, expected in (flt.items() if isinstance(flt, dict) else ()):
+        op, name = "", str(key)
         while name and name[0] in "=!<>":
             op, name = op + name[0], name[1:]
         name = name.upper()
-        if name not in _QUEUE_FIELDS:
-            continue
-        have = _comparable(name, row.get(name))
-        want = _comparable(name, expected)
-        ok = {
-            "": have == want, "=": have == want, "!": have != want, "!=": have != want,
-            ">": have > want, ">=": have >= want, "<": have < want, "<=": have <= want,
-        }.get(op, have == want)
-        if not ok:
-            return False
-    return True
+        if name in _QUEUE_FIELDS:
+            prefix = op if op in _QUEUE_OPERATORS else ""
+            conditions[str(len(conditions))] = {prefix + name: _comparable(name, expected)}  # a key twice keeps both
+    return query.compile_filter(conditions, _QUEUE_SCHEMA)
 
 
 def _ordered(rows: list[dict[str, Any]], order: Any, default: str) -> list[dict[str, Any]]:
-    spec = order if isinstance(order, dict) and order else {default: "ASC"}
-    for field, direction in reversed(list(spec.items())):
+    """Rows by ``order`` (known fields only, DESC or ASC); without an order, by ``default``."""
+    spec: dict[str, str] = {}
+    for field, direction in (order.items() if isinstance(order, dict) and order else [(default, "ASC")]):
         name = str(field).upper()
         if name in _QUEUE_FIELDS:
-            reverse = str(direction).upper() == "DESC"
-            rows = sorted(rows, key=lambda r, n=name: _comparable(n, r.get(n)), reverse=reverse)
-    return rows
+            spec.setdefault(name, "DESC" if str(direction).upper() == "DESC" else "ASC")
+    return query.sort_rows(rows, query.compile_order(spec, _QUEUE_SCHEMA), tz=timezone.utc)
 
 
 def _queue(call: Call) -> list[dict[str, Any]]:
@@ -183,11 +185,12 @@ def event_offline_get(call: Call) -> dict[str, Any]:
     want_error = 1 if is_true(call.param("error", 0)) else 0
     process_id = call.param("process_id") or None
     with call.portal.lock:
+        flt = _queue_filter(call.param("filter"))
         rows = [
             r for r in _queue(call)
             if int(r.get("ERROR") or 0) == want_error
             and r.get("PROCESS_ID") in (None, "", process_id)
-            and _matches(r, call.param("filter"))
+            and flt.test(r)
         ]
         picked = _ordered(rows, call.param("order"), "TIMESTAMP_X")[:limit]
         call.charge(costs.list_page(matched=len(rows), offset=0, counted=False, returned=len(picked)))
@@ -256,7 +259,8 @@ def event_offline_list(call: Call) -> Result:
     """Read the queue without changing it, 50 per page, with PROCESS_ID and ERROR."""
     start = max(0, _int(call.param("start"), 0))
     with call.portal.lock:
-        rows = [r for r in _queue(call) if _matches(r, call.param("filter"))]
+        flt = _queue_filter(call.param("filter"))
+        rows = [r for r in _queue(call) if flt.test(r)]
         rows = _ordered(rows, call.param("order"), "ID")
         page = rows[start:start + PAGE]
         call.charge(costs.list_page(matched=len(rows), offset=start, counted=True, returned=len(page)))

@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from connector.catalog import DEAL, TYPE_LABELS
-from connector.emulator import costs, pipelines
+from connector.emulator import costs, pipelines, query
 from connector.emulator.registry import ApiError, Call, Result, method
 
 PAGE = 50  # rows per page of list methods
@@ -250,11 +250,23 @@ STATUS_FIELDS = {
 
 _FILTERABLE = ("ID", "ENTITY_ID", "STATUS_ID", "NAME", "SORT", "SYSTEM", "CATEGORY_ID", "SEMANTICS")
 _NUMERIC = ("ID", "SORT", "CATEGORY_ID")
+# how crm.status.list compares (text exactly, NAME as a substring, CATEGORY_ID with NULL as 0) and orders
+_FILTER_SCHEMA = query.Schema(
+    {name: "int0" if name == "CATEGORY_ID" else "exact" for name in _FILTERABLE},
+    query.upper_resolver(_FILTERABLE), id_field="", plain_contains=True,
+)
+_ORDER_SCHEMA = query.Schema(
+    {name: "int0" if name in _NUMERIC else "exact" for name in _FILTERABLE}, query.upper_resolver(_FILTERABLE),
+)
 
 
-def _status_filter(raw: dict[str, Any]) -> list[tuple[str, str]]:
-    """The legacy GetList filter: known keys only (a leading "=" is tolerated), empty values skipped."""
-    conditions = []
+def _status_filter(raw: dict[str, Any]) -> query.Filter:
+    """The legacy GetList filter: known keys only (a leading "=" is tolerated), empty values skipped.
+
+    Every kept key is one AND-ed condition: NAME is a case-insensitive substring, SYSTEM is Y or N,
+    CATEGORY_ID an integer, the rest exact text.
+    """
+    conditions: dict[str, Any] = {}
     for key, value in raw.items():
         name = str(key).upper().lstrip("=")
         if name not in _FILTERABLE or value is None or isinstance(value, (dict, list)):
@@ -262,42 +274,26 @@ def _status_filter(raw: dict[str, Any]) -> list[tuple[str, str]]:
         text = str(value)
         if text == "" or text == "NOT_REF":
             continue
-        conditions.append((name, text))
-    return conditions
-
-
-def _matches(row: dict[str, Any], conditions: list[tuple[str, str]]) -> bool:
-    for name, value in conditions:
-        current = row.get(name)
         if name == "NAME":
-            if value.lower() not in str(current or "").lower():
-                return False
+            condition: dict[str, Any] = {"%NAME": text}
         elif name == "SYSTEM":
-            if current != ("Y" if value == "Y" else "N"):
-                return False
+            condition = {name: "Y" if text == "Y" else "N"}
         elif name == "CATEGORY_ID":
-            if int(current or 0) != (_int_or_none(value) or 0):
-                return False
-        elif str(current if current is not None else "") != value:
-            return False
-    return True
+            condition = {name: _int_or_none(text) or 0}
+        else:
+            condition = {name: text}
+        conditions[str(len(conditions))] = condition  # a group each: a key given twice keeps both
+    return query.compile_filter(conditions, _FILTER_SCHEMA)
 
 
-def _status_order(raw: dict[str, Any]) -> list[tuple[str, bool]]:
-    """(field, descending) pairs; unknown fields are ignored; nothing known -> ID DESC (as the SQL does)."""
-    order = []
+def _status_order(raw: dict[str, Any]) -> list[query.OrderBy]:
+    """Order entries: unknown fields are ignored, anything but ASC is DESC; nothing known -> ID DESC (as the SQL does)."""
+    order: dict[str, str] = {}
     for key, direction in raw.items():
         name = str(key).upper()
         if name in _FILTERABLE:
-            order.append((name, str(direction).upper() != "ASC"))
-    return order or [("ID", True)]
-
-
-def _sort_value(row: dict[str, Any], name: str) -> Any:
-    value = row.get(name)
-    if name in _NUMERIC:
-        return int(value or 0)
-    return str(value or "")
+            order.setdefault(name, "ASC" if str(direction).upper() == "ASC" else "DESC")
+    return query.compile_order(order or {"ID": "DESC"}, _ORDER_SCHEMA)
 
 
 def _array_param(call: Call, name: str) -> dict[str, Any]:
@@ -323,14 +319,11 @@ def status_list(call: Call) -> Result:
     """Dictionary rows by filter and order (default SORT ASC); all matching rows, with ``total``."""
     order_raw = _array_param(call, "order")
     filter_raw = _array_param(call, "filter")
-    order = _status_order(order_raw) if order_raw else [("SORT", False)]
-    conditions = _status_filter(filter_raw)
+    order = _status_order(order_raw) if order_raw else query.compile_order({"SORT": "ASC"}, _ORDER_SCHEMA)
+    flt = _status_filter(filter_raw)
     with call.portal.lock:
-        rows = [r for r in call.portal.statuses.values() if _matches(r, conditions)]
-        rows.sort(key=lambda r: int(r["ID"]))
-        for name, descending in reversed(order):
-            rows.sort(key=lambda r, n=name: _sort_value(r, n), reverse=descending)
-        result = [_public(r) for r in rows]
+        rows = sorted((r for r in call.portal.statuses.values() if flt.test(r)), key=lambda r: int(r["ID"]))
+        result = [_public(r) for r in query.sort_rows(rows, order, call.portal.tz)]
     call.charge(costs.list_page(matched=len(result), offset=0, counted=True,
                                 scanned=len(call.portal.statuses), returned=len(result)))
     return Result(result, total=len(result))
