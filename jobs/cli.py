@@ -271,12 +271,6 @@ def _provision_config(portal: PortalOptions) -> Any:
     return path, cfg
 
 
-def _provision_gateway(portal: PortalOptions) -> Any:
-    from jobs.provision import ClientGateway
-
-    return ClientGateway(portal.open_client())
-
-
 @provision.command("plan")
 @portal_options()
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 0 when there is nothing to change, 2 when there is, 1 on error.")
@@ -286,12 +280,9 @@ def provision_plan(portal: PortalOptions, detailed_exitcode: bool, fmt: str, out
     """Show what apply would change on the portal to match the config."""
     from jobs import provision as pv
 
-    path, cfg = _provision_config(portal)
-    gateway = _provision_gateway(portal)
-    try:
-        plan = pv.plan(cfg, gateway)
-    finally:
-        gateway.client.close()
+    _, cfg = _provision_config(portal)
+    with portal.client() as client:
+        plan = pv.plan(cfg, client)
     if fmt == "json":
         click.echo(plan.to_json(), nl=False)
     else:
@@ -314,16 +305,18 @@ def provision_apply(portal: PortalOptions, plan_file: str | None, yes: bool, all
     from connector.errors import B24Error
     from jobs import provision as pv
 
+    cfg = None
     if plan_file is not None:
         plan = pv.read_plan(plan_file)
-        cfg = None
     else:
         _, cfg = _provision_config(portal)
-    gateway = _provision_gateway(portal)
     out, err = _console(), _console(err=True)
-    try:
+    with portal.client() as client:
         if cfg is not None:
-            plan = pv.plan(cfg, gateway)
+            try:
+                plan = pv.plan(cfg, client)
+            except B24Error as exc:
+                raise pv.ApplyFailed.after(exc, 0, current_portal.get()) from exc
         pv.render_plan(plan, out)
         if plan.errors:
             raise UserError("the plan has errors; nothing was changed")
@@ -344,17 +337,9 @@ def provision_apply(portal: PortalOptions, plan_file: str | None, yes: bool, all
             step += 1
             err.print(f"[{step}] {message}", markup=False)
 
-        try:
-            writes = pv.apply(gateway, plan, allow_delete=allow_delete, progress=progress)
-        except B24Error as exc:
-            raise pv.ProvisionError(
-                [failure_of(exc, portal=current_portal.get()).message,
-                 "The portal may be partly changed: run apply again; it continues from where it is."]
-            ) from exc
-        out.print(f"Apply complete: {writes} write call(s).")
-        return 0
-    finally:
-        gateway.client.close()
+        writes = pv.apply(client, plan, allow_delete=allow_delete, progress=progress)
+    out.print(f"Apply complete: {writes} write call(s).")
+    return 0
 
 
 @provision.command("export")
@@ -364,11 +349,8 @@ def provision_export(portal: PortalOptions, out: Path | None) -> None:
     """Write the portal's lead statuses and deal pipelines as a config file that plan reads back as no changes."""
     from jobs import provision as pv
 
-    gateway = _provision_gateway(portal)
-    try:
-        text = pv.export(gateway)
-    finally:
-        gateway.client.close()
+    with portal.client() as client:
+        text = pv.export(client)
     if out:
         write_text(out, text)
     else:

@@ -272,7 +272,7 @@ def open_client(
     if "retry" not in options:
         defaults = RetryPolicy()
         options["retry"] = RetryPolicy(attempts=attempts or defaults.attempts, max_elapsed=seconds)
-    options.setdefault("bucket", LeakyBucket(spec.burst, spec.rate))
+    options.setdefault("bucket", LeakyBucket(burst=spec.burst, rate=spec.rate))
     if transport is None:
         transport = HttpTransport(connect_timeout=min(CONNECT_TIMEOUT, seconds), read_timeout=min(READ_TIMEOUT, seconds))
     current_portal.set(portal_address(spec.auth))

@@ -13,9 +13,10 @@ from rich.console import Console
 from connector.emulator import new_portal, pipelines
 from connector.emulator.registry import invoke
 from jobs import provision as pv
+from jobs.provision import order
 from mappings.config import Config, ConfigError
 from mappings.loader import load_config, parse_config
-from tests.provision.conftest import EXAMPLE, STAGES
+from tests.jobs.provision.conftest import EXAMPLE, STAGES
 
 
 def snapshot_of(portal: Any) -> pv.Snapshot:
@@ -161,11 +162,11 @@ def test_stock_stages_of_an_unfinished_pipeline_go_without_allow_delete() -> Non
     config = load_config(EXAMPLE)
     plan = pv.diff(config, snapshot_of(portal))
     finish = next(c for c in plan.changes if c.kind == "pipeline" and c.key == "repeat")
-    assert finish.action == "update" and finish.before["pending"] and finish.reason.startswith("finish")
-    template = [c.code for c in plan.changes if c.action == "delete" and c.funnel == "repeat"]
+    assert finish.action == "update" and finish.unfinished and finish.reason.startswith("finish")
+    template = [c.code for c in plan.changes if c.action == "delete" and c.stage_list == "repeat"]
     assert template == ["PREPARATION", "PREPAYMENT_INVOICE", "EXECUTING", "FINAL_INVOICE", "APOLOGY"]
-    assert not [c for c in plan.deletions() if c.funnel == "repeat"]
-    assert [c.funnel for c in plan.deletions()] == ["leads", "leads"] + ["sales"] * 5
+    assert not [c for c in plan.deletions() if c.stage_list == "repeat"]
+    assert [c.stage_list for c in plan.deletions()] == ["leads", "leads"] + ["sales"] * 5
 
 
 # ---------------------------------------------------------------- the order of writes
@@ -193,12 +194,12 @@ def test_sort_updates_keep_every_intermediate_state_legal() -> None:
         targets = {}
         for code, kind in zip(codes, kinds):
             targets[code] = groups[kind].pop()
-        order = pv._legal_order(state, targets)
-        assert sorted(order) == sorted(targets)
+        writes = order.legal_order(state, targets)
+        assert sorted(writes) == sorted(targets)
         current = dict(state)
-        for code in order:
+        for code in writes:
             current[code] = (current[code][0], targets[code])
-            assert pv._legal(current), (state, targets, order)
+            assert order.is_legal(current), (state, targets, writes)
 
 
 @pytest.mark.parametrize(
@@ -207,7 +208,7 @@ def test_sort_updates_keep_every_intermediate_state_legal() -> None:
      ("success", 90, None, 90), ("process", 70, None, 70)],
 )
 def test_new_stages_start_at_a_sort_the_portal_accepts(semantics: str, wanted: int, success: int | None, expected: int) -> None:
-    assert pv._legal_sort(semantics, wanted, success) == expected
+    assert order.legal_sort(semantics, wanted, success) == expected
 
 
 # ---------------------------------------------------------------- rendering

@@ -8,7 +8,7 @@ import pytest
 
 from mappings.config import Config, ConfigError, PortalConfig, pipeline_sorts, stage_sorts
 from mappings.loader import load_config, parse_config
-from tests.provision.conftest import EXAMPLE, LEADS, STAGES
+from tests.jobs.provision.conftest import EXAMPLE, LEADS, STAGES
 
 def pipeline(stages: str, head: str = 'key = "sales"\nname = "Продажи"\ndefault = true\n') -> str:
     """A [[pipelines]] table with the given head lines and stage tables."""
@@ -204,7 +204,7 @@ def test_the_config_reference_in_the_docs_names_every_field() -> None:
     from pydantic import BaseModel
 
     from mappings.config import inner_model
-    from tests.provision.conftest import ROOT
+    from tests.jobs.provision.conftest import ROOT
 
     docs = (ROOT / "README.md").read_text(encoding="utf-8")
     missing = []

@@ -10,14 +10,14 @@ import pytest
 
 from jobs import provision as pv
 from mappings.loader import load_config, parse_config
-from tests.provision.conftest import EXAMPLE, cli, funnel_rows, gateway_for, writes
+from tests.jobs.provision.conftest import EXAMPLE, cli, funnel_rows, client_for, writes
 
 
-def test_fresh_portal_gets_exactly_the_declared_funnels(emulator: Any, gateway: Any) -> None:
+def test_fresh_portal_gets_exactly_the_declared_funnels(emulator: Any, client: Any) -> None:
     config = load_config(EXAMPLE)
-    plan = pv.plan(config, gateway)
+    plan = pv.plan(config, client)
     assert not plan.errors and plan.has_changes
-    made = pv.apply(gateway, plan, allow_delete=True)
+    made = pv.apply(client, plan, allow_delete=True)
     assert made == writes(emulator) > 0
 
     portal = emulator.portal
@@ -39,25 +39,25 @@ def test_fresh_portal_gets_exactly_the_declared_funnels(emulator: Any, gateway: 
         assert funnel_rows(portal, pv.stage_entity(category["id"])) == expected
     assert categories[1]["originatorId"] == "b24sync" and categories[1]["originId"] == "repeat"
 
-    again = pv.plan(config, gateway)
+    again = pv.plan(config, client)
     assert not again.has_changes and not again.errors
     before = emulator.stats()
-    assert pv.apply(gateway, again, allow_delete=True) == 0
+    assert pv.apply(client, again, allow_delete=True) == 0
     after = emulator.stats()
     assert after["writes_total"] == before["writes_total"]
     mutating = [m for m in after["by_method"] if m.rsplit(".", 1)[-1] in ("add", "update", "delete")]
     assert all(after["by_method"][m] == before["by_method"].get(m, 0) for m in mutating)
 
 
-def test_drift_shows_exactly_the_two_changes_and_apply_restores(emulator: Any, gateway: Any) -> None:
+def test_drift_shows_exactly_the_two_changes_and_apply_restores(emulator: Any, client: Any) -> None:
     config = load_config(EXAMPLE)
-    pv.apply(gateway, pv.plan(config, gateway), allow_delete=True)
+    pv.apply(client, pv.plan(config, client), allow_delete=True)
     rows = {r["STATUS_ID"]: r for r in funnel_rows_full(emulator.portal, "DEAL_STAGE")}
     needs = rows["NEEDS"]
-    gateway.call("crm.status.update", {"id": needs["ID"], "fields": {"NAME": "Переименовано вручную", "SORT": needs["SORT"]}})
-    gateway.call("crm.status.add", {"fields": {"ENTITY_ID": "DEAL_STAGE", "STATUS_ID": "HANDMADE", "NAME": "Ручная стадия", "SORT": 25}})
+    client.result("crm.status.update", {"id": needs["ID"], "fields": {"NAME": "Переименовано вручную", "SORT": needs["SORT"]}})
+    client.result("crm.status.add", {"fields": {"ENTITY_ID": "DEAL_STAGE", "STATUS_ID": "HANDMADE", "NAME": "Ручная стадия", "SORT": 25}})
 
-    plan = pv.plan(config, gateway)
+    plan = pv.plan(config, client)
     shown = [(c.action, c.kind, c.key) for c in plan.actionable]
     assert shown == [("update", "stage", "sales/NEEDS"), ("delete", "stage", "sales/HANDMADE")]
     update = plan.actionable[0]
@@ -72,9 +72,9 @@ def test_drift_shows_exactly_the_two_changes_and_apply_restores(emulator: Any, g
     ]
 
     with pytest.raises(pv.ProvisionError, match="--allow-delete"):
-        pv.apply(gateway, plan)
-    pv.apply(gateway, plan, allow_delete=True)
-    assert not pv.plan(config, gateway).has_changes
+        pv.apply(client, plan)
+    pv.apply(client, plan, allow_delete=True)
+    assert not pv.plan(config, client).has_changes
     assert [r[0] for r in funnel_rows(emulator.portal, "DEAL_STAGE")][:3] == ["NEW", "NEEDS", "PROPOSAL"]
 
 
@@ -87,7 +87,7 @@ def funnel_rows_full(portal: Any, entity_id: str) -> list[dict[str, Any]]:
 def test_migration_export_apply_export_gives_the_same_file(make_emulator: Any) -> None:
     source = make_emulator(seed=5, deals=60)  # pipelines made by hand: no keys recorded yet
     target = make_emulator()
-    a, b = gateway_for(source), gateway_for(target)
+    a, b = client_for(source), client_for(target)
     exported = pv.export(a)
     config = parse_config(exported)
     assert not pv.plan(config, a).has_changes  # an export reads back as no changes on its own portal
@@ -102,9 +102,9 @@ def test_migration_export_apply_export_gives_the_same_file(make_emulator: Any) -
     assert names_a == names_b
 
 
-def test_export_parses_back_to_the_same_models(emulator: Any, gateway: Any) -> None:
-    pv.apply(gateway, pv.plan(load_config(EXAMPLE), gateway), allow_delete=True)
-    text = pv.export(gateway)
+def test_export_parses_back_to_the_same_models(emulator: Any, client: Any) -> None:
+    pv.apply(client, pv.plan(load_config(EXAMPLE), client), allow_delete=True)
+    text = pv.export(client)
     config = parse_config(text)
     example = load_config(EXAMPLE)
     assert config.leads.statuses == example.leads.statuses
@@ -115,44 +115,44 @@ def test_export_parses_back_to_the_same_models(emulator: Any, gateway: Any) -> N
     assert "# success (exactly one)" in text and "Cyrillic" not in text
 
 
-def _add(gateway: Any, method: str, fields: dict[str, Any]) -> int:
-    return int(gateway.call(method, {"fields": fields}))
+def _add(client: Any, method: str, fields: dict[str, Any]) -> int:
+    return int(client.result(method, {"fields": fields}))
 
 
-def test_deleting_a_stage_that_holds_records_is_refused_then_moves_them(emulator: Any, gateway: Any) -> None:
+def test_deleting_a_stage_that_holds_records_is_refused_then_moves_them(emulator: Any, client: Any) -> None:
     example = EXAMPLE.read_text(encoding="utf-8")
-    pv.apply(gateway, pv.plan(parse_config(example), gateway), allow_delete=True)
+    pv.apply(client, pv.plan(parse_config(example), client), allow_delete=True)
     # more than a page of 50, so counting and moving go past the first page
-    deals = [int(i) for i in gateway.batch([("crm.deal.add", {"fields": {"TITLE": f"Сделка {i}", "STAGE_ID": "NEEDS"}}) for i in range(53)])]
-    leads = [_add(gateway, "crm.lead.add", {"TITLE": f"Лид {i}", "STATUS_ID": "QUALIFICATION"}) for i in range(2)]
+    deals = [int(i) for i in client.batch([("crm.deal.add", {"fields": {"TITLE": f"Сделка {i}", "STAGE_ID": "NEEDS"}}) for i in range(53)])]
+    leads = [_add(client, "crm.lead.add", {"TITLE": f"Лид {i}", "STATUS_ID": "QUALIFICATION"}) for i in range(2)]
     without_needs = _drop_stage(example, "NEEDS").replace(
         '[[leads.statuses]]\nkey = "QUALIFICATION"\nname = "Квалификация"\nsemantics = "process"\ncolor = "#2FC6F6"\n\n', ""
     ).replace('IN_PROCESS = "QUALIFICATION"\nPROCESSED = "QUALIFICATION"', 'IN_PROCESS = "NEW"')
 
-    plan = pv.plan(parse_config(without_needs.replace('PREPARATION = "NEEDS"\n', "", 1)), gateway)
+    plan = pv.plan(parse_config(without_needs.replace('PREPARATION = "NEEDS"\n', "", 1)), client)
     assert any("'NEEDS'" in e and "holds 53 deal(s)" in e for e in plan.errors), plan.errors
     assert any("'QUALIFICATION'" in e and "holds 2 lead(s)" in e for e in plan.errors), plan.errors
     before = writes(emulator)
     with pytest.raises(pv.ProvisionError, match="holds 53 deal"):
-        pv.apply(gateway, plan, allow_delete=True)
+        pv.apply(client, plan, allow_delete=True)
     assert writes(emulator) == before
 
     moving = without_needs.replace('PREPARATION = "NEEDS"', 'PREPARATION = "PROPOSAL"\nNEEDS = "PROPOSAL"', 1).replace(
         'IN_PROCESS = "NEW"', 'IN_PROCESS = "NEW"\nQUALIFICATION = "NEW"'
     )
-    plan = pv.plan(parse_config(moving), gateway)
+    plan = pv.plan(parse_config(moving), client)
     assert not plan.errors
     moves = [(c.key, c.before["records"], c.after["stage"]) for c in plan.changes if c.action == "move_records"]
     assert moves == [("QUALIFICATION", 2, "NEW"), ("sales/NEEDS", 53, "PROPOSAL")]
     with pytest.raises(pv.ProvisionError, match="--allow-delete"):
-        pv.apply(gateway, plan)
+        pv.apply(client, plan)
     assert writes(emulator) == before
-    pv.apply(gateway, plan, allow_delete=True)
+    pv.apply(client, plan, allow_delete=True)
     records = emulator.portal.records
     assert {records["deal"][i]["STAGE_ID"] for i in deals} == {"PROPOSAL"}
     assert {records["lead"][i]["STATUS_ID"] for i in leads} == {"NEW"}
     assert "NEEDS" not in [r[0] for r in funnel_rows(emulator.portal, "DEAL_STAGE")]
-    assert not pv.plan(parse_config(moving), gateway).has_changes
+    assert not pv.plan(parse_config(moving), client).has_changes
 
 
 def _drop_stage(text: str, key: str) -> str:
@@ -162,49 +162,49 @@ def _drop_stage(text: str, key: str) -> str:
     return text[:start] + text[end:]
 
 
-def test_pipeline_holding_deals_is_not_deleted(emulator: Any, gateway: Any) -> None:
+def test_pipeline_holding_deals_is_not_deleted(emulator: Any, client: Any) -> None:
     config = load_config(EXAMPLE)
-    pv.apply(gateway, pv.plan(config, gateway), allow_delete=True)
+    pv.apply(client, pv.plan(config, client), allow_delete=True)
     repeat = next(c for c in emulator.portal.categories.values() if c.get("originId") == "repeat")
-    _add(gateway, "crm.deal.add", {"TITLE": "Повтор", "CATEGORY_ID": repeat["id"]})
+    _add(client, "crm.deal.add", {"TITLE": "Повтор", "CATEGORY_ID": repeat["id"]})
     only_sales = EXAMPLE.read_text(encoding="utf-8").split('[[pipelines]]\nkey = "repeat"')[0]
-    plan = pv.plan(parse_config(only_sales), gateway)
+    plan = pv.plan(parse_config(only_sales), client)
     assert [(c.action, c.key) for c in plan.actionable] == [("delete", "repeat")]
     assert plan.errors == [
         f"pipeline 'repeat' ('Повторные продажи', id {repeat['id']}) holds 1 deal(s) and cannot be deleted: "
         "move its deals to another pipeline first, or declare it"
     ]
     with pytest.raises(pv.ProvisionError):
-        pv.apply(gateway, plan, allow_delete=True)
+        pv.apply(client, plan, allow_delete=True)
     assert repeat["id"] in emulator.portal.categories
 
 
-def test_an_empty_undeclared_pipeline_is_deleted_with_allow_delete(emulator: Any, gateway: Any) -> None:
-    pv.apply(gateway, pv.plan(load_config(EXAMPLE), gateway), allow_delete=True)
+def test_an_empty_undeclared_pipeline_is_deleted_with_allow_delete(emulator: Any, client: Any) -> None:
+    pv.apply(client, pv.plan(load_config(EXAMPLE), client), allow_delete=True)
     only_sales = EXAMPLE.read_text(encoding="utf-8").split('[[pipelines]]\nkey = "repeat"')[0]
-    plan = pv.plan(parse_config(only_sales), gateway)
+    plan = pv.plan(parse_config(only_sales), client)
     assert [(c.action, c.kind, c.key) for c in plan.actionable] == [("delete", "pipeline", "repeat")]
-    pv.apply(gateway, plan, allow_delete=True)
+    pv.apply(client, plan, allow_delete=True)
     assert [c["name"] for c in emulator.portal.categories.values()] == ["Продажи"]
 
 
-def test_a_saved_plan_is_refused_once_the_portal_changed(emulator: Any, gateway: Any) -> None:
+def test_a_saved_plan_is_refused_once_the_portal_changed(emulator: Any, client: Any) -> None:
     config = load_config(EXAMPLE)
-    saved = pv.Plan.from_json(pv.plan(config, gateway).to_json())
+    saved = pv.Plan.from_json(pv.plan(config, client).to_json())
     row = funnel_rows_full(emulator.portal, "STATUS")[0]
-    gateway.call("crm.status.update", {"id": row["ID"], "fields": {"NAME": "Кто-то поменял", "SORT": row["SORT"]}})
+    client.result("crm.status.update", {"id": row["ID"], "fields": {"NAME": "Кто-то поменял", "SORT": row["SORT"]}})
     before = writes(emulator)
     with pytest.raises(pv.StalePlan, match="changed since this plan was made"):
-        pv.apply(gateway, saved, allow_delete=True)
+        pv.apply(client, saved, allow_delete=True)
     assert writes(emulator) == before
 
-    fresh = pv.Plan.from_json(pv.plan(config, gateway).to_json())
-    pv.apply(gateway, fresh, allow_delete=True)
-    assert not pv.plan(config, gateway).has_changes
+    fresh = pv.Plan.from_json(pv.plan(config, client).to_json())
+    pv.apply(client, fresh, allow_delete=True)
+    assert not pv.plan(config, client).has_changes
 
 
-def test_plan_json_is_plain_data_and_round_trips(emulator: Any, gateway: Any) -> None:
-    plan = pv.plan(load_config(EXAMPLE), gateway)
+def test_plan_json_is_plain_data_and_round_trips(emulator: Any, client: Any) -> None:
+    plan = pv.plan(load_config(EXAMPLE), client)
     data = json.loads(plan.to_json())
     assert data["format"] == "b24sync-plan" and data["fingerprint"].startswith("sha256:")
     assert {c["action"] for c in data["changes"]} <= set(pv.ACTIONS)
@@ -216,9 +216,9 @@ def test_plan_json_is_plain_data_and_round_trips(emulator: Any, gateway: Any) ->
 
 def test_adopting_a_hand_made_pipeline_records_its_key(make_emulator: Any) -> None:
     server = make_emulator(seed=5, deals=60)  # has a hand-made "Повторные продажи" (id 1) with deals
-    gateway = gateway_for(server)
+    client = client_for(server)
     example = EXAMPLE.read_text(encoding="utf-8")
-    plan = pv.plan(parse_config(example), gateway)
+    plan = pv.plan(parse_config(example), client)
     adopt = next(c for c in plan.changes if c.kind == "pipeline" and c.key == "repeat")
     assert adopt.action == "update" and adopt.before["key"] is None and adopt.after["key"] == "repeat"
     assert "adopt" in adopt.reason
@@ -230,18 +230,18 @@ def test_adopting_a_hand_made_pipeline_records_its_key(make_emulator: Any) -> No
     assert any("'Тендеры'" in e and "holds" in e for e in plan.errors)
 
 
-def test_export_of_hand_made_stages_with_equal_sorts_reads_back_as_no_changes(emulator: Any, gateway: Any) -> None:
-    gateway.call("crm.status.add", {"fields": {"ENTITY_ID": "DEAL_STAGE", "STATUS_ID": "TWIN", "NAME": "Близнец", "SORT": 20}})
-    gateway.call("crm.status.add", {"fields": {"ENTITY_ID": "STATUS", "STATUS_ID": "UC_7K2", "NAME": "Без цвета", "SORT": 35}})
-    text = pv.export(gateway)
+def test_export_of_hand_made_stages_with_equal_sorts_reads_back_as_no_changes(emulator: Any, client: Any) -> None:
+    client.result("crm.status.add", {"fields": {"ENTITY_ID": "DEAL_STAGE", "STATUS_ID": "TWIN", "NAME": "Близнец", "SORT": 20}})
+    client.result("crm.status.add", {"fields": {"ENTITY_ID": "STATUS", "STATUS_ID": "UC_7K2", "NAME": "Без цвета", "SORT": 35}})
+    text = pv.export(client)
     assert 'key = "TWIN"\nname = "Близнец"\nsort = 20' in text
     assert 'key = "UC_7K2"\nname = "Без цвета"\nsort = 35' in text  # no colour on the portal: none written
-    assert not pv.plan(parse_config(text), gateway).has_changes
+    assert not pv.plan(parse_config(text), client).has_changes
 
 
-def test_the_jobs_accept_the_bitrix24_client_itself(emulator: Any, gateway: Any) -> None:
-    client = gateway.client
+def test_the_jobs_accept_the_bitrix24_client_itself(emulator: Any, client: Any) -> None:
+    client = client
     config = load_config(EXAMPLE)
-    assert pv.export(client) == pv.export(gateway)
+    assert pv.export(client) == pv.export(client)
     assert pv.apply(client, pv.plan(config, client), allow_delete=True) == writes(emulator)
     assert not pv.plan(config, client).has_changes

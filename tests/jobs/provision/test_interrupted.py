@@ -17,7 +17,7 @@ import pytest
 
 from jobs import provision as pv
 from mappings.loader import load_config, parse_config
-from tests.provision.conftest import EXAMPLE, gateway_for, writes
+from tests.jobs.provision.conftest import EXAMPLE, client_for, writes
 
 LATENCY = 5.0  # each reply waits 5 x (modelled cost + 20 ms round trip): >= 0.1 s between requests
 
@@ -55,18 +55,18 @@ def test_killed_apply_converges_on_the_next_run(make_emulator: Any, tmp_path: Pa
     kill_after(server, command, tmp_path, wanted)
     server.app.latency = 0.0
     config = load_config(EXAMPLE)
-    gateway = gateway_for(server)
-    halfway = pv.plan(config, gateway)
+    client = client_for(server)
+    halfway = pv.plan(config, client)
     assert writes(server) >= wanted and halfway.has_changes and not halfway.errors  # really interrupted
 
     finished = rerun(server, command, tmp_path)
     assert finished.returncode == 0, finished.stdout + finished.stderr
-    assert not pv.plan(config, gateway).has_changes
+    assert not pv.plan(config, client).has_changes
 
     clean = make_emulator()
-    clean_gateway = gateway_for(clean)
-    pv.apply(clean_gateway, pv.plan(config, clean_gateway), allow_delete=True)
-    assert pv.export(gateway) == pv.export(clean_gateway)
+    clean_client = client_for(clean)
+    pv.apply(clean_client, pv.plan(config, clean_client), allow_delete=True)
+    assert pv.export(client) == pv.export(clean_client)
     assert len(server.portal.categories) == 2  # no pipeline created twice
 
 
@@ -74,9 +74,9 @@ def test_an_interrupted_pipeline_creation_finishes_without_allow_delete(make_emu
     """Only adding a pipeline needs no --allow-delete; a kill right after the pipeline exists (with the
     portal's stock stages in it) must not make the next run ask for it."""
     server = make_emulator(latency=LATENCY)
-    gateway = gateway_for(server)
+    client = client_for(server)
     repeat = EXAMPLE.read_text(encoding="utf-8").split('[[pipelines]]\nkey = "repeat"')[1]
-    text = pv.export(gateway) + '\n[[pipelines]]\nkey = "repeat"' + repeat
+    text = pv.export(client) + '\n[[pipelines]]\nkey = "repeat"' + repeat
     config_file = tmp_path / "b24sync.toml"
     config_file.write_text(text, encoding="utf-8")
     command = apply_command(config_file)
@@ -85,10 +85,10 @@ def test_an_interrupted_pipeline_creation_finishes_without_allow_delete(make_emu
     server.app.latency = 0.0
     created = [c for c in server.portal.categories.values() if c["id"]]
     assert [(c["originatorId"], c["originId"]) for c in created] == [("b24sync:new", "repeat")]
-    plan = pv.plan(parse_config(text), gateway)
+    plan = pv.plan(parse_config(text), client)
     assert plan.deletions() == [] and any(c.action == "delete" for c in plan.changes)
 
     finished = rerun(server, command, tmp_path)
     assert finished.returncode == 0, finished.stdout + finished.stderr
-    assert not pv.plan(parse_config(text), gateway).has_changes
+    assert not pv.plan(parse_config(text), client).has_changes
     assert [(c["originatorId"], c["originId"]) for c in server.portal.categories.values() if c["id"]] == [("b24sync", "repeat")]

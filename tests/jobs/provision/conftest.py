@@ -1,4 +1,4 @@
-"""Fixtures of the provisioning tests: a client gateway to an emulator over HTTP, and portal readers."""
+"""Fixtures of the provisioning tests: a client of an emulator over HTTP, and portal readers."""
 
 from __future__ import annotations
 
@@ -8,28 +8,29 @@ from typing import Any
 import pytest
 
 from connector.auth import WebhookAuth
-from connector.client import Bitrix24Client
+from connector.client import Bitrix24Client, RetryPolicy
 from connector.emulator import pipelines
 from connector.ratelimit import LeakyBucket
 from connector.transport import HttpTransport
-from jobs.provision import ClientGateway
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "config.example.toml"
+TEST_RETRY = RetryPolicy(attempts=4, max_elapsed=30.0, base=0.01, cap=0.05)
 
 
-def gateway_for(server: Any) -> ClientGateway:
-    """A gateway over the real client and HTTP transport, with a bucket that never throttles tests."""
-    client = Bitrix24Client(HttpTransport(), WebhookAuth(server.url), bucket=LeakyBucket(100_000, 100_000))
-    return ClientGateway(client)
+def client_for(server: Any, transport: Any = None, **options: Any) -> Bitrix24Client:
+    """The real client over HTTP to ``server``, with a bucket that never throttles tests and a short deadline."""
+    options.setdefault("bucket", LeakyBucket(burst=100_000, rate=100_000))
+    options.setdefault("retry", TEST_RETRY)
+    return Bitrix24Client(transport or HttpTransport(), WebhookAuth(server.url), **options)
 
 
 @pytest.fixture
-def gateway(emulator: Any) -> Any:
-    """A gateway to the ``emulator`` fixture's portal."""
-    gw = gateway_for(emulator)
-    yield gw
-    gw.client.close()
+def client(emulator: Any) -> Any:
+    """A client of the ``emulator`` fixture's portal."""
+    made = client_for(emulator)
+    yield made
+    made.close()
 
 
 def writes(server: Any) -> int:

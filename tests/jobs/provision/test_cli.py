@@ -12,8 +12,8 @@ from typing import Any
 
 from jobs import provision as pv
 from mappings.loader import parse_config
-from tests.provision.conftest import EXAMPLE, gateway_for, writes
-from tests.provision.conftest import cli as run
+from tests.jobs.provision.conftest import EXAMPLE, client_for, writes
+from tests.jobs.provision.conftest import cli as run
 
 
 def test_plan_apply_plan_with_detailed_exit_codes(emulator: Any) -> None:
@@ -75,9 +75,9 @@ def test_json_plan_saved_plan_and_stale_plan(emulator: Any, tmp_path: Path) -> N
     creates = [c["key"] for c in data["changes"] if c["action"] == "create"]
     assert creates[:2] == ["QUALIFICATION", "repeat"]
 
-    gateway = gateway_for(emulator)
+    client = client_for(emulator)
     row = emulator.portal.statuses[min(emulator.portal.statuses)]
-    gateway.call("crm.status.update", {"id": row["ID"], "fields": {"NAME": "Изменено", "SORT": row["SORT"]}})
+    client.result("crm.status.update", {"id": row["ID"], "fields": {"NAME": "Изменено", "SORT": row["SORT"]}})
     stale = run("apply", "--plan", str(saved), "--yes", "--allow-delete", url=emulator.url)
     assert stale.exit_code == 1 and "the portal changed since this plan was made; run plan again" in stale.output
     assert writes(emulator) == 1  # only the change made above
@@ -85,7 +85,7 @@ def test_json_plan_saved_plan_and_stale_plan(emulator: Any, tmp_path: Path) -> N
     run("plan", "--config", str(EXAMPLE), "--out", str(saved), url=emulator.url)
     fresh = run("apply", "--plan", str(saved), "--yes", "--allow-delete", url=emulator.url)
     assert fresh.exit_code == 0, fresh.output
-    assert not pv.plan(parse_config(EXAMPLE.read_text(encoding="utf-8")), gateway).has_changes
+    assert not pv.plan(parse_config(EXAMPLE.read_text(encoding="utf-8")), client).has_changes
 
     saved.write_text("{}", encoding="utf-8")
     broken = run("apply", "--plan", str(saved), "--yes", url=emulator.url)
