@@ -55,6 +55,7 @@ class Portal:
         self.offline_events: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.oauth: dict[str, Any] = {}
         self.extra: dict[str, Any] = {}  # room for modules that need more state
+        self.history_mode = "current"  # how stage history is written: "current" or "legacy" (records/history.py)
 
     # ------------------------------------------------------------------ clock
 

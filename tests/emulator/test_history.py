@@ -148,3 +148,67 @@ def test_history_errors(portal: Any, params: dict[str, Any], expected: tuple[str
     with pytest.raises(ApiError) as err:
         invoke(portal, "crm.stagehistory.list", params)
     assert (err.value.code, err.value.description, err.value.status) == (*expected, 400)
+
+
+# ---------------------------------------------------------------------------- the legacy writer
+
+
+@pytest.fixture
+def legacy() -> Any:
+    from connector.emulator import new_portal
+
+    return new_portal(history="legacy")
+
+
+def test_reopened_deal_loses_its_final_row_on_a_legacy_portal(legacy: Any) -> None:
+    deal = invoke(legacy, "crm.deal.add", {"fields": {}})
+    invoke(legacy, "crm.deal.update", {"id": deal, "fields": {"STAGE_ID": "WON"}})
+    assert short(history(legacy)) == [(1, deal, 0, "NEW"), (3, deal, 0, "WON")]
+    invoke(legacy, "crm.deal.update", {"id": deal, "fields": {"STAGE_ID": "EXECUTING"}})  # reopened
+    rows = history(legacy)
+    assert short(rows) == [(1, deal, 0, "NEW"), (2, deal, 0, "EXECUTING")]
+    assert [r["ID"] for r in rows] == [1, 3]  # the won row (ID 2) is gone, its ID is not reused
+    assert history(legacy, start=0) == rows
+
+
+def test_the_same_moves_keep_every_row_on_a_current_portal(portal: Any) -> None:
+    deal = invoke(portal, "crm.deal.add", {"fields": {}})
+    invoke(portal, "crm.deal.update", {"id": deal, "fields": {"STAGE_ID": "WON"}})
+    invoke(portal, "crm.deal.update", {"id": deal, "fields": {"STAGE_ID": "EXECUTING"}})
+    assert short(history(portal)) == [(1, deal, 0, "NEW"), (3, deal, 0, "WON"), (2, deal, 0, "EXECUTING")]
+
+
+def test_legacy_final_to_final_keeps_only_the_last_and_other_records_are_untouched(legacy: Any) -> None:
+    first = invoke(legacy, "crm.deal.add", {"fields": {}})
+    second = invoke(legacy, "crm.deal.add", {"fields": {"STAGE_ID": "LOSE"}})  # created final: a creation row
+    invoke(legacy, "crm.deal.update", {"id": first, "fields": {"STAGE_ID": "WON"}})
+    invoke(legacy, "crm.deal.update", {"id": first, "fields": {"STAGE_ID": "APOLOGY"}})
+    invoke(legacy, "crm.deal.update", {"id": second, "fields": {"STAGE_ID": "NEW"}})
+    assert short(history(legacy)) == [(1, first, 0, "NEW"), (1, second, 0, "LOSE"), (3, first, 0, "APOLOGY"),
+                                      (2, second, 0, "NEW")]
+
+
+def test_legacy_reopened_lead_loses_its_junk_row(legacy: Any) -> None:
+    lead = invoke(legacy, "crm.lead.add", {"fields": {}})
+    invoke(legacy, "crm.lead.update", {"id": lead, "fields": {"STATUS_ID": "JUNK"}})
+    invoke(legacy, "crm.lead.update", {"id": lead, "fields": {"STATUS_ID": "IN_PROCESS"}})
+    assert [(r["TYPE_ID"], r["STATUS_ID"]) for r in history(legacy, 1)] == [(1, "NEW"), (2, "IN_PROCESS")]
+
+
+def test_legacy_writer_keeps_working_on_a_saved_and_loaded_portal(legacy: Any, tmp_path: Any) -> None:
+    from connector.emulator.state import Portal
+
+    deal = invoke(legacy, "crm.deal.add", {"fields": {}})
+    invoke(legacy, "crm.deal.update", {"id": deal, "fields": {"STAGE_ID": "WON"}})
+    legacy.save(tmp_path / "legacy.state")
+    loaded = Portal.load(tmp_path / "legacy.state")
+    assert loaded.history_mode == "legacy"
+    invoke(loaded, "crm.deal.update", {"id": deal, "fields": {"STAGE_ID": "NEW"}})
+    assert short(history(loaded)) == [(1, deal, 0, "NEW"), (2, deal, 0, "NEW")]
+
+
+def test_unknown_history_mode_is_refused() -> None:
+    from connector.emulator import new_portal
+
+    with pytest.raises(ValueError, match="unknown history mode 'old'"):
+        new_portal(history="old")
