@@ -340,11 +340,16 @@ def parse_cli_pairs(pairs: Iterable[str]) -> dict[str, Any]:
         cut = _assignment(text)
         if cut <= 0:
             raise CallFailed(f"parameters are KEY=VALUE, got {_short(text)!r}", EXIT_USAGE)
+        if text.startswith("["):
+            raise CallFailed(f"parameters: the key of {_short(text)!r} has no name before its brackets", EXIT_USAGE)
         split.append((text[:cut], text[cut + 1 :]))
     try:
-        return parse_pairs(split)
+        params = parse_pairs(split)
     except (ValueError, RecursionError) as exc:
         raise CallFailed(f"parameters: {redact(exc) or 'nested too deeply'}", EXIT_USAGE) from None
+    if not isinstance(params, dict):  # e.g. keys 0, 1, 2...: the parameters of a call are named
+        raise CallFailed("parameters: a call takes named parameters (KEY=VALUE), not a list", EXIT_USAGE)
+    return params
 
 
 def _short(text: str, limit: int = 60) -> str:
