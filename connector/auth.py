@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from connector import errors, redact
+from connector.catalog import check_method
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,8 @@ class WebhookAuth:
         return self._origin
 
     def target(self, method: str, params: Mapping[str, Any]) -> Target:
-        """``<webhook>/<method>`` with the parameters unchanged."""
-        return Target(self.base_url + method, dict(params))
+        """``<webhook>/<method>`` with the parameters unchanged (``InvalidMethodName`` for anything but a method name)."""
+        return Target(self.base_url + check_method(method), dict(params))
 
     def refresh(self, seen_generation: int, fetch: TokenFetcher) -> None:
         """Webhooks have no token to refresh: an ``expired_token`` here is a configuration error."""
@@ -145,22 +146,27 @@ class Tokens:
     def from_reply(cls, data: Mapping[str, Any], previous: "Tokens | None" = None) -> "Tokens":
         """Tokens from an OAuth server reply (or a stored file); missing endpoints come from ``previous``."""
         known = {"access_token", "refresh_token", "client_endpoint", "server_endpoint", "expires", "member_id", "domain"}
-        try:
-            access, refresh_token = str(data["access_token"]), str(data["refresh_token"])
-        except KeyError as exc:
-            raise errors.AuthFailed("invalid_grant", f"token reply without {exc.args[0]}") from None
-        endpoint = data.get("client_endpoint") or (previous.client_endpoint if previous else None)
+        if not isinstance(data, Mapping):
+            raise errors.AuthFailed("invalid_grant", f"token reply is a JSON {type(data).__name__}, not an object")
+        access, refresh_token = _text(data, "access_token"), _text(data, "refresh_token")
+        if access is None or refresh_token is None:
+            raise errors.AuthFailed("invalid_grant", f"token reply without {'access_token' if access is None else 'refresh_token'}")
+        endpoint = _text(data, "client_endpoint") or (previous.client_endpoint if previous else None)
         if not endpoint:
             raise errors.AuthFailed("invalid_grant", "token reply without client_endpoint")
         expires = data.get("expires")
+        try:
+            expiry = float(expires) if expires not in (None, "") else None
+        except (TypeError, ValueError, OverflowError):
+            raise errors.AuthFailed("invalid_grant", "token reply with an expires that is not a number") from None
         return cls(
             access_token=access,
             refresh_token=refresh_token,
-            client_endpoint=str(endpoint),
-            server_endpoint=data.get("server_endpoint") or (previous.server_endpoint if previous else None),
-            expires=float(expires) if expires not in (None, "") else None,
-            member_id=data.get("member_id") or (previous.member_id if previous else None),
-            domain=data.get("domain") or (previous.domain if previous else None),
+            client_endpoint=endpoint,
+            server_endpoint=_text(data, "server_endpoint") or (previous.server_endpoint if previous else None),
+            expires=expiry,
+            member_id=_text(data, "member_id") or (previous.member_id if previous else None),
+            domain=_text(data, "domain") or (previous.domain if previous else None),
             extra={k: v for k, v in data.items() if k not in known and k != "extra"},
         )
 
@@ -172,6 +178,14 @@ class Tokens:
         return f"Tokens(client_endpoint={self.client_endpoint!r}, access_token={redact.MASK}, refresh_token={redact.MASK})"
 
     __str__ = __repr__
+
+
+def _text(data: Mapping[str, Any], key: str) -> str | None:
+    """``data[key]`` as non-empty text (numbers are taken as their text), else None."""
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    return str(value) or None
 
 
 class TokenStore(Protocol):
@@ -345,10 +359,10 @@ class OAuthAuth:
         return server + TOKEN_PATH
 
     def target(self, method: str, params: Mapping[str, Any]) -> Target:
-        """``<client_endpoint><method>`` with ``auth`` added to the parameters."""
+        """``<client_endpoint><method>`` with ``auth`` added to the parameters (``InvalidMethodName`` as for webhooks)."""
         tokens = self._tokens
         endpoint = tokens.client_endpoint if tokens.client_endpoint.endswith("/") else tokens.client_endpoint + "/"
-        return Target(endpoint + method, {**params, "auth": tokens.access_token})
+        return Target(endpoint + check_method(method), {**params, "auth": tokens.access_token})
 
     def refresh(self, seen_generation: int, fetch: TokenFetcher) -> None:
         """Refresh once per generation: a caller holding an outdated generation just returns.

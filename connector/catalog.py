@@ -4,11 +4,13 @@
 - how a deal pipeline names its stage dictionary (``DEAL_STAGE``, ``DEAL_STAGE_N``, the ``CN:`` prefix);
 - how a list method pages (where its rows are, its ID field, its sort parameters);
 - which methods change the portal (a lost reply to such a call must not be blindly repeated, and the
-  emulator counts them as writes).
+  emulator counts them as writes);
+- what a method name may look like (nothing else may reach the URL path).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +55,40 @@ def stage_prefix(category_id: int | str | None) -> str:
 
 
 # ---------------------------------------------------------------- method names
+
+_METHOD_NAME = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*")
+MAX_METHOD_NAME = 200
+
+
+class InvalidMethodName(ValueError):
+    """A method name that is not ``[A-Za-z0-9_.]+`` (no ``..``): it would change the URL it is sent to."""
+
+
+def check_method(method: object) -> str:
+    """``method`` when it is a valid method name (``crm.deal.list``, ``batch``), else ``InvalidMethodName``.
+
+    Only letters, digits, ``_`` and single dots between them reach the URL path: no ``/``, ``?``,
+    ``#``, ``%`` or ``..`` that would point the call elsewhere.
+    """
+    if isinstance(method, str) and len(method) <= MAX_METHOD_NAME and _METHOD_NAME.fullmatch(method):
+        return method
+    raise InvalidMethodName(f"not a Bitrix24 method name ({_why_not(method)}): use letters, digits, _ and single dots, e.g. crm.deal.list")
+
+
+def _why_not(method: object) -> str:
+    """What is wrong with a method name, without echoing it (a pasted webhook URL holds a secret)."""
+    if not isinstance(method, str):
+        return f"a {type(method).__name__}, not text"
+    if not method:
+        return "empty"
+    if len(method) > MAX_METHOD_NAME:
+        return f"longer than {MAX_METHOD_NAME} characters"
+    for index, char in enumerate(method):
+        if not (char.isascii() and (char.isalnum() or char in "_.")):
+            return f"{char!r} at position {index + 1}"
+    if ".." in method:
+        return "'..' in it"
+    return "a dot at its start or end"
 
 
 def canonical(method: str) -> str:

@@ -1,7 +1,8 @@
 """PHP-style nested parameter encoding, shared by the client and the emulator.
 
 Bitrix24 reads parameters the way PHP does: ``filter[>ID]=5&select[]=ID``. ``flatten``/``encode_query``
-turn nested Python data into that form; ``parse_pairs``/``decode_query`` turn it back.
+turn nested Python data into that form; ``parse_pairs``/``decode_query`` turn it back, in linear time
+and within limits (``ParamError`` beyond them).
 """
 
 from __future__ import annotations
@@ -13,6 +14,14 @@ from typing import Any
 from urllib.parse import parse_qsl, quote_plus
 
 _SAFE = "[]"
+
+# PHP's defaults: max_input_nesting_level = 64; max_input_vars is 1,000 there, a portal raises it
+MAX_DEPTH = 64
+MAX_PAIRS = 100_000
+
+
+class ParamError(ValueError):
+    """Parameters that cannot be encoded or decoded: nested too deep, too many, or not data."""
 
 
 def scalar_to_str(value: Any) -> str:
@@ -34,28 +43,28 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]
     """Flatten nested mappings and lists into (key, value) pairs with bracketed keys.
 
     Lists are indexed (``select[0]=ID``); an empty list or mapping is sent as ``key=`` so that
-    the server still sees the parameter.
+    the server still sees the parameter. Nesting deeper than ``MAX_DEPTH`` (or a structure that
+    contains itself) is a ``ParamError``.
     """
     pairs: list[tuple[str, str]] = []
-    for key, value in params.items():
-        name = f"{prefix}[{key}]" if prefix else str(key)
-        _flatten_value(name, value, pairs)
+    # an explicit stack (no recursion): (name, value, depth), in the order the pairs come out
+    stack: list[tuple[str, Any, int]] = [(f"{prefix}[{key}]" if prefix else str(key), value, 1) for key, value in params.items()]
+    stack.reverse()
+    while stack:
+        name, value, depth = stack.pop()
+        if isinstance(value, Mapping):
+            children = [(f"{name}[{key}]", item) for key, item in value.items()]
+        elif isinstance(value, (list, tuple)):
+            children = [(f"{name}[{index}]", item) for index, item in enumerate(value)]
+        else:
+            pairs.append((name, scalar_to_str(value)))
+            continue
+        if depth >= MAX_DEPTH:
+            raise ParamError(f"parameters nested deeper than {MAX_DEPTH} levels")
+        if not children:
+            pairs.append((name, ""))
+        stack.extend((child, item, depth + 1) for child, item in reversed(children))
     return pairs
-
-
-def _flatten_value(name: str, value: Any, pairs: list[tuple[str, str]]) -> None:
-    if isinstance(value, Mapping):
-        if not value:
-            pairs.append((name, ""))
-        for key, item in value.items():
-            _flatten_value(f"{name}[{key}]", item, pairs)
-    elif isinstance(value, (list, tuple)):
-        if not value:
-            pairs.append((name, ""))
-        for index, item in enumerate(value):
-            _flatten_value(f"{name}[{index}]", item, pairs)
-    else:
-        pairs.append((name, scalar_to_str(value)))
 
 
 def encode_query(params: Mapping[str, Any]) -> str:
@@ -65,37 +74,63 @@ def encode_query(params: Mapping[str, Any]) -> str:
     )
 
 
-def _split_key(key: str) -> list[str]:
-    """``filter[>ID][0]`` -> ``["filter", ">ID", "0"]``; ``select[]`` -> ``["select", ""]``."""
-    head, bracket, rest = key.partition("[")
-    if not bracket:
+def command_text(method: str, params: Mapping[str, Any] | None) -> str:
+    """One batch command: ``method?query`` with the parameters encoded as PHP reads them."""
+    return f"{method}?{encode_query(params)}" if params else method
+
+
+def _split_key(key: str, max_depth: int = MAX_DEPTH) -> list[str]:
+    """``filter[>ID][0]`` -> ``["filter", ">ID", "0"]``; ``select[]`` -> ``["select", ""]`` (one pass)."""
+    open_at = key.find("[")
+    if open_at < 0:
         return [key]
-    parts = [head]
-    rest = "[" + rest
-    while rest.startswith("["):
-        end = rest.find("]")
+    parts = [key[:open_at]]
+    at = open_at
+    while at < len(key) and key[at] == "[":
+        end = key.find("]", at)
         if end < 0:  # PHP keeps an unbalanced tail as part of the last name
-            parts[-1] += rest
+            parts[-1] += key[at:]
             break
-        parts.append(rest[1:end])
-        rest = rest[end + 1 :]
+        if len(parts) >= max_depth:
+            raise ParamError(f"parameter key nested deeper than {max_depth} levels")
+        parts.append(key[at + 1 : end])
+        at = end + 1
     return parts
 
 
-def parse_pairs(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
-    """Rebuild nested data from bracketed pairs, as PHP builds ``$_REQUEST``.
+def _index(key: str) -> int | None:
+    """A key that PHP would treat as a list index (ASCII digits), as an int."""
+    return int(key) if key.isascii() and key.isdigit() else None
 
-    Mappings whose keys are exactly 0..n-1 (including ``key[]=`` appends) become lists.
+
+def parse_pairs(pairs: Iterable[tuple[str, str]], *, max_depth: int = MAX_DEPTH, max_pairs: int = MAX_PAIRS) -> dict[str, Any]:
+    """Rebuild nested data from bracketed pairs, as PHP builds ``$_REQUEST``, in linear time.
+
+    Mappings whose keys are exactly 0..n-1 (including ``key[]=`` appends) become lists. A key
+    nested deeper than ``max_depth`` or more than ``max_pairs`` pairs is a ``ParamError``.
     """
     root: dict[str, Any] = {}
+    # id(node) -> [the index a ``key[]`` append takes there (max index + 1), node]; holding the node
+    # keeps its id from being reused by another mapping while we parse
+    next_free: dict[int, list[Any]] = {}
+    count = 0
     for key, value in pairs:
-        parts = _split_key(key)
+        count += 1
+        if count > max_pairs:
+            raise ParamError(f"more than {max_pairs} parameters")
+        parts = _split_key(key, max_depth)
         node = root
+        last = len(parts) - 1
         for i, part in enumerate(parts):
-            last = i == len(parts) - 1
+            free = next_free.get(id(node))
+            if free is None:
+                free = next_free[id(node)] = [0, node]
             if part == "":
-                part = str(_next_index(node))
-            if last:
+                part = str(free[0])
+            index = _index(part)
+            if index is not None and index >= free[0]:
+                free[0] = index + 1
+            if i == last:
                 node[part] = value
             else:
                 child = node.get(part)
@@ -106,30 +141,52 @@ def parse_pairs(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
     return _listify(root)
 
 
-def _next_index(node: dict[str, Any]) -> int:
-    ints = [int(k) for k in node if k.isdigit()]
-    return max(ints) + 1 if ints else 0
+def _listify(root: dict[str, Any]) -> Any:
+    """Turn every mapping keyed exactly 0..n-1 into a list, bottom-up, without recursion."""
+    order: list[tuple[dict[str, Any], str, dict[str, Any]]] = []  # (parent, key, child) parents first
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        for key, child in node.items():
+            if isinstance(child, dict):
+                order.append((node, key, child))
+                stack.append(child)
+    for parent, key, child in reversed(order):
+        parent[key] = _as_list(child)
+    return _as_list(root)
 
 
-def _listify(node: Any) -> Any:
-    if isinstance(node, dict):
-        converted = {k: _listify(v) for k, v in node.items()}
-        if converted and all(k.isdigit() for k in converted):
-            keys = sorted(int(k) for k in converted)
-            if keys == list(range(len(keys))):
-                return [converted[str(k)] for k in keys]
-        return converted
-    return node
+def _as_list(node: dict[str, Any]) -> Any:
+    if not node:
+        return node
+    indexes = [_index(k) for k in node]
+    if None in indexes or sorted(indexes) != list(range(len(indexes))):  # type: ignore[type-var]
+        return node
+    by_index = dict(zip(indexes, node.values()))
+    return [by_index[i] for i in range(len(indexes))]
 
 
-def decode_query(query: str) -> dict[str, Any]:
-    """Parse a URL query string or form body into nested data."""
-    return parse_pairs(parse_qsl(query, keep_blank_values=True))
+def decode_query(query: str, *, max_depth: int = MAX_DEPTH, max_pairs: int = MAX_PAIRS) -> dict[str, Any]:
+    """Parse a URL query string or form body into nested data (``ParamError`` beyond the limits)."""
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, max_num_fields=max_pairs)
+    except ValueError:
+        raise ParamError(f"more than {max_pairs} parameters") from None
+    return parse_pairs(pairs, max_depth=max_depth, max_pairs=max_pairs)
 
 
 def to_json_text(data: Any) -> str:
-    """JSON text for a request body; Decimals become strings so money keeps its precision."""
-    return json.dumps(data, ensure_ascii=False, default=_json_default)
+    """JSON text for a request body; Decimals become strings so money keeps its precision.
+
+    Data JSON cannot carry (an object of an unknown type, NaN, nesting past the interpreter's
+    stack) is a ``ParamError``.
+    """
+    try:
+        return json.dumps(data, ensure_ascii=False, default=_json_default, allow_nan=False)
+    except RecursionError:
+        raise ParamError("parameters nested too deep to send") from None
+    except (TypeError, ValueError) as exc:
+        raise ParamError(f"parameters cannot be sent as JSON: {exc}") from None
 
 
 def _json_default(value: Any) -> Any:

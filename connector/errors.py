@@ -7,7 +7,8 @@
     │   ├── ServerError             5xx, INTERNAL_SERVER_ERROR, ERROR_UNEXPECTED_ANSWER
     │   ├── TransportError          timeout, refused or dropped connection (no reply at all)
     │   │   └── ConnectFailed       the connection was never opened: the request certainly did not arrive
-    │   └── BadReplyError           an HTML page or a truncated / non-JSON body
+    │   ├── BadReplyError           not a Bitrix24 reply: HTML, a truncated body, JSON of another shape
+    │   └── RefreshFailed           the token endpoint failed while refreshing: the call itself never ran
     ├── AuthError
     │   ├── ExpiredToken            401 expired_token: refresh the OAuth token once, then repeat
     │   └── AuthFailed              wrong webhook code or token, scope, app not installed (fatal)
@@ -18,8 +19,10 @@
         ├── MethodNotFound          404 ERROR_METHOD_NOT_FOUND
         └── BatchCommandError       a command inside batch failed; wraps its own classified error
 
-The retry policy looks only at these types. ``HTTP_STATUS`` is the same table read the other way:
-the emulator takes the HTTP status of each error code from it, so client and server cannot drift.
+The retry policy looks only at these types (``NOT_SENT`` lists those after which even a write may
+be repeated, because the portal certainly did not run it). ``HTTP_STATUS`` is the same table read
+the other way: the emulator takes the HTTP status of each error code from it, so client and server
+cannot drift.
 """
 
 from __future__ import annotations
@@ -77,7 +80,31 @@ class ConnectFailed(TransportError):
 
 
 class BadReplyError(RetriableError):
-    """A reply that is not the JSON envelope: an HTML error page, a truncated body."""
+    """A reply that is not a Bitrix24 reply: an HTML error page, a truncated body, JSON of another shape.
+
+    A proxy or a wrong URL answers like this; the message says so: ``not a Bitrix24 reply from METHOD``.
+    """
+
+    def _message(self) -> str:
+        text = f"not a Bitrix24 reply from {self.method or 'the portal'}"
+        if self.description:
+            text += f": {self.description}"
+        return text + (f" (HTTP {self.status})" if self.status else "")
+
+
+class RefreshFailed(RetriableError):
+    """The call got ``expired_token`` and the token endpoint then failed (timeout, dropped, 5xx).
+
+    The portal refused the call at auth, so it never ran: repeating it is safe even for a write.
+    ``cause`` is the token endpoint's own error.
+    """
+
+    def __init__(self, cause: B24Error):
+        self.cause = cause
+        super().__init__(cause.code, cause.description, cause.status, cause.method or "oauth/token")
+
+    def _message(self) -> str:
+        return f"refreshing the OAuth token failed, the call was not sent: {self.cause}"
 
 
 class AuthError(B24Error):
@@ -122,6 +149,19 @@ class BatchCommandError(FatalError):
 
     def _message(self) -> str:
         return f"batch command {self.command!r}: {super()._message()}"
+
+
+# failures after which the portal certainly did not run the call: refused before its handler
+# (503, 429), never connected, or refused at auth while only the token refresh failed
+NOT_SENT: tuple[type[B24Error], ...] = (QueryLimitExceeded, OperationTimeLimit, ConnectFailed, RefreshFailed)
+
+
+def may_repeat(exc: BaseException, write: bool) -> bool:
+    """True when repeating the call that failed with ``exc`` is safe: any retriable error of a read,
+    and for a write only the ``NOT_SENT`` kinds (a lost reply to ``crm.deal.add`` may hide a new deal)."""
+    if isinstance(exc, NOT_SENT):
+        return True
+    return not write and isinstance(exc, RetriableError)
 
 
 # code -> (HTTP status the portal answers with, class the client raises)
@@ -188,8 +228,9 @@ def classify(
     the status decide there.
     """
     if error is None:
-        cls: type[B24Error] = ServerError if status >= 500 else BadReplyError
-        return cls("", "the reply is not a Bitrix24 JSON envelope", status, method)
+        if status >= 500:
+            return ServerError("", "the reply is not a Bitrix24 JSON envelope", status, method)
+        return BadReplyError("", "not the JSON envelope", status, method)
     code = error.get("error", "")
     description = str(error.get("error_description") or "")
     entry = ERROR_TABLE.get(code) if isinstance(code, str) else None

@@ -1,12 +1,13 @@
-"""Self-throttling: a leaky bucket mirroring the portal's request limit, and a per-method operating-time ledger.
+"""Self-throttling: a request pacer mirroring the portal's leaky bucket, and a per-method operating-time ledger.
 
 Both are small, thread-safe and take injectable clocks, so tests drive them with a fake clock.
-The bucket keeps a well-behaved client below the portal's 503; the ledger pauses a method before
+The pacer keeps a well-behaved client below the portal's 503; the ledger pauses a method before
 the portal's 429, and blocks only that method after one.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -20,25 +21,26 @@ Sleep = Callable[[float], None]
 PLANS: dict[str, tuple[float, float]] = {"standard": (50.0, 2.0), "enterprise": (250.0, 5.0)}
 
 
-class LeakyBucket:
-    """The portal's request counter, mirrored on our side.
+class RequestPacer:
+    """The portal's request counter (its leaky bucket), mirrored on our side to pace our requests.
 
     Every request adds 1, the counter drains by ``rate`` per second, and the portal refuses a
     request that would lift it above ``burst``. ``reserve`` books a slot and says how long to wait
     for it; ``acquire`` also sleeps. ``headroom`` keeps a margin for clock skew between us and
-    the portal. Several threads share one bucket (the portal counts per portal and source IP).
+    the portal. Several threads share one pacer (the portal counts per portal and source IP).
+    (The emulator's own bucket, the portal side, is ``connector.emulator.limits.LeakyBucket``.)
     """
 
     def __init__(
         self,
+        *,
         burst: float = 50.0,
         rate: float = 2.0,
-        *,
         headroom: float = 1.0,
         clock: Clock = time.monotonic,
         sleep: Sleep = time.sleep,
     ):
-        if rate <= 0 or burst < 1:
+        if not (rate > 0 and burst >= 1):
             raise ValueError("rate must be positive and burst at least 1")
         self.burst = float(burst)
         self.rate = float(rate)
@@ -48,6 +50,15 @@ class LeakyBucket:
         self._level = 0.0
         self._last: float | None = None
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_plan(cls, plan: str = "standard", **options: Any) -> "RequestPacer":
+        """A pacer at the limits of a Bitrix24 plan (``PLANS``: standard 50/2, enterprise 250/5)."""
+        try:
+            burst, rate = PLANS[plan]
+        except KeyError:
+            raise ValueError(f"unknown plan {plan!r}: use one of {', '.join(sorted(PLANS))}") from None
+        return cls(burst=burst, rate=rate, **options)
 
     def _drain(self, now: float) -> float:
         if self._last is not None:
@@ -87,6 +98,22 @@ class LeakyBucket:
         with self._lock:
             self._drain(self.clock())
             self._level = max(self._level, self.burst)
+
+
+class LeakyBucket(RequestPacer):
+    """Deprecated name of ``RequestPacer`` with the old positional ``(burst, rate)``; use ``RequestPacer``."""
+
+    def __init__(self, burst: float = 50.0, rate: float = 2.0, **options: Any):
+        super().__init__(burst=burst, rate=rate, **options)
+
+
+def _finite(value: Any) -> float | None:
+    """A finite float, else None (a reply's figures may be anything)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 @dataclass
@@ -140,15 +167,11 @@ class OperatingLedger:
         """Take ``operating`` and ``operating_reset_at`` from a reply's ``time`` block."""
         if not isinstance(time_block, Mapping) or "operating" not in time_block:
             return
-        try:
-            operating = float(time_block.get("operating") or 0.0)
-        except (TypeError, ValueError):
+        operating = _finite(time_block.get("operating") or 0.0)
+        if operating is None:
             return
         reset_raw = time_block.get("operating_reset_at")
-        try:
-            reset_at = float(reset_raw) if reset_raw not in (None, "") else None
-        except (TypeError, ValueError):
-            reset_at = None
+        reset_at = _finite(reset_raw) if reset_raw not in (None, "") else None
         with self._lock:
             state = self._state(method)
             state.operating = operating

@@ -1,7 +1,8 @@
 """Keeps secrets (webhook codes, OAuth tokens, client secrets) out of logs, messages and reprs.
 
 Two layers: patterns that recognise secrets by where they sit (``/rest/1/CODE/``, ``auth=``,
-``refresh_token=``...), and a registry of the exact secret values the auth objects hold.
+``refresh_token=``...), and a registry of the exact secret values the auth objects hold. Importing
+the module masks every log record of the process (``install``).
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable
+from typing import Any
 
 MASK = "***"
 
@@ -53,50 +55,52 @@ def mask_url(url: str) -> str:
     return redact(url)
 
 
+def clean_record(record: logging.LogRecord) -> logging.LogRecord:
+    """Render a record's message once with secrets masked and drop its args, so nothing re-renders
+    the raw values; a traceback is rendered and masked too. A broken format string is left alone."""
+    try:
+        message = record.getMessage()
+    except Exception:  # a broken format string: keep the record as it is
+        return record
+    cleaned = redact(message)
+    if cleaned != message or record.args:
+        record.msg = cleaned
+        record.args = ()
+    if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+        record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+    return record
+
+
 class RedactingFilter(logging.Filter):
-    """A logging filter that rewrites each record's message with secrets masked."""
+    """A logging filter that rewrites each record's message with secrets masked (for a handler of one's own)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        """Render the message once, redact it, and drop the args so nothing re-renders the raw values."""
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken format string: keep the record as it is
-            return True
-        cleaned = redact(message)
-        if cleaned != message or record.args:
-            record.msg = cleaned
-            record.args = ()
-        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        """Mask the record in place and let it through."""
+        clean_record(record)
         return True
 
 
-# loggers that print request URLs or bodies (urllib3 logs "POST /rest/1/CODE/method" at DEBUG)
-NOISY_LOGGERS: tuple[str, ...] = (
-    "urllib3.connectionpool",
-    "urllib3.util.retry",
-    "urllib3.connection",
-    "requests",
-    "connector.transport",
-    "connector.auth",
-    "connector.client",
-    "connector.ratelimit",
-    "jobs.portal",
-    "jobs.cli",
-)
+def _redacting_factory(inner: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        return clean_record(inner(*args, **kwargs))
 
-_installed: set[str] = set()
+    factory.redacting = True  # type: ignore[attr-defined]
+    return factory
 
 
-def install(loggers: Iterable[str] = NOISY_LOGGERS) -> None:
-    """Attach a ``RedactingFilter`` to each named logger (idempotent).
+def install() -> None:
+    """Mask secrets in every log record of every logger, present or future (idempotent).
 
-    Logger filters only see records created on that very logger, so the list names the exact
-    loggers that print URLs, including our own modules' loggers (which redact at the call
-    site as well).
+    The mask is applied where records are made: the logging module's record factory is wrapped
+    once, so a logger that does not exist yet (``jobs.sync``, a library's) is covered as well,
+    whatever handler later prints the record.
     """
-    for name in loggers:
-        if name in _installed:
-            continue
-        logging.getLogger(name).addFilter(RedactingFilter())
-        _installed.add(name)
+    with _known_lock:
+        current = logging.getLogRecordFactory()
+        if not getattr(current, "redacting", False):
+            logging.setLogRecordFactory(_redacting_factory(current))
+
+
+install()

@@ -17,10 +17,10 @@ import responses
 from connector import errors, redact
 from connector.auth import JsonFileTokenStore, MemoryTokenStore, OAuthAuth, Tokens, WebhookAuth
 from connector.client import Bitrix24Client
-from connector.ratelimit import LeakyBucket, OperatingLedger
+from connector.ratelimit import OperatingLedger, RequestPacer
 from connector.transport import HttpTransport
 
-from .conftest import make_client
+from tests.conftest import make_client
 
 CODE = "abcd1234efgh5678"
 
@@ -199,9 +199,9 @@ class _Barrier:
         self.fetch_token = inner.fetch_token
         self.close = inner.close
 
-    def send(self, method, params, auth):
+    def send(self, method, params, auth, **options):
         try:
-            return self.inner.send(method, params, auth)
+            return self.inner.send(method, params, auth, **options)
         except errors.ExpiredToken:
             me = threading.get_ident()
             if me not in self.seen:
@@ -218,7 +218,7 @@ def test_refresh_race_many_threads_one_refresh(make_emulator, tmp_path, threads)
     store = JsonFileTokenStore(tmp_path / "tokens.json")
     auth = OAuthAuth(data["client_id"], data["client_secret"], Tokens.from_reply(data), store=store)
     transport = _Barrier(HttpTransport(), threads)
-    client = Bitrix24Client(transport, auth, bucket=LeakyBucket(10_000, 10_000), ledger=OperatingLedger())
+    client = Bitrix24Client(transport, auth, bucket=RequestPacer(burst=10_000, rate=10_000), ledger=OperatingLedger())
     results: list[object] = []
     failures: list[BaseException] = []
 
@@ -253,13 +253,13 @@ def test_new_tokens_are_stored_before_any_call_uses_them(make_emulator):
             super().save(tokens)
 
     class Spy(HttpTransport):
-        def send(self, method, params, auth):
+        def send(self, method, params, auth, **options):
             events.append(f"sent {auth.target(method, params or {}).params['auth']}")
-            return super().send(method, params, auth)
+            return super().send(method, params, auth, **options)
 
     data = server.oauth
     auth = OAuthAuth(data["client_id"], data["client_secret"], Tokens.from_reply(data), store=Recording())
-    client = Bitrix24Client(Spy(), auth, bucket=LeakyBucket(10_000, 10_000))
+    client = Bitrix24Client(Spy(), auth, bucket=RequestPacer(burst=10_000, rate=10_000))
     client.call("crm.category.list", {"entityTypeId": 2})
     new = auth.tokens.access_token
     assert events == [f"sent {data['access_token']}", f"saved {new}", f"sent {new}"]
@@ -273,7 +273,7 @@ def _file_client(server, path):
     if store.load() is None:
         store.save(Tokens.from_reply(data))
     auth = OAuthAuth(data["client_id"], data["client_secret"], store=store)
-    return Bitrix24Client(HttpTransport(), auth, bucket=LeakyBucket(10_000, 10_000), ledger=OperatingLedger()), auth
+    return Bitrix24Client(HttpTransport(), auth, bucket=RequestPacer(burst=10_000, rate=10_000), ledger=OperatingLedger()), auth
 
 
 def test_two_clients_on_one_token_file_refresh_once(make_emulator, tmp_path):
@@ -312,12 +312,12 @@ import sys, time
 from pathlib import Path
 from connector.auth import JsonFileTokenStore, OAuthAuth
 from connector.client import Bitrix24Client
-from connector.ratelimit import LeakyBucket, OperatingLedger
+from connector.ratelimit import OperatingLedger, RequestPacer
 from connector.transport import HttpTransport
 
 path, client_id, secret, ready, go = sys.argv[1:6]
 auth = OAuthAuth(client_id, secret, store=JsonFileTokenStore(path))
-client = Bitrix24Client(HttpTransport(), auth, bucket=LeakyBucket(10_000, 10_000), ledger=OperatingLedger())
+client = Bitrix24Client(HttpTransport(), auth, bucket=RequestPacer(burst=10_000, rate=10_000), ledger=OperatingLedger())
 Path(ready).touch()
 while not Path(go).exists():
     time.sleep(0.01)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 
 from connector import errors
-from connector.client import BatchParts, command_text, is_write
 from connector.auth import WebhookAuth
-from connector.envelope import Reply
+from connector.catalog import is_write
+from connector.encoding import command_text
+from connector.envelope import BatchParts, Reply
+from connector.transport import MockTransport
 
-from .conftest import make_client
+from tests.conftest import make_client
 
 
 def _add(title):
@@ -158,25 +160,18 @@ def test_what_counts_as_a_write(method, params, write):
     assert is_write(method, params) is write
 
 
-class _Blocking:
-    """A transport whose batch reply says command ``c0`` is blocked, with the given time details."""
+def _blocking(error_time=None, result_time=None, outer_time=None):
+    """A MockTransport whose batch reply says command ``c0`` is blocked, with the given time details."""
 
-    def __init__(self, error_time=None, result_time=None, outer_time=None):
-        self.error_time, self.result_time, self.outer_time = error_time, result_time, outer_time
-
-    def send(self, method, params, auth):
+    def handler(request):
         error = {"error": "OPERATION_TIME_LIMIT", "error_description": "Method is blocked due to operation time limit."}
-        if self.error_time is not None:
-            error["time"] = self.error_time
-        times = {"c0": self.result_time} if self.result_time is not None else []
+        if error_time is not None:
+            error["time"] = error_time
+        times = {"c0": result_time} if result_time is not None else []
         body = {"result": [], "result_error": {"c0": error}, "result_total": [], "result_next": [], "result_time": times}
-        return Reply(body, time=self.outer_time or {})
+        return {"result": body, "time": outer_time or {}}
 
-    def fetch_token(self, url, query):
-        raise AssertionError
-
-    def close(self):
-        pass
+    return MockTransport(handler)
 
 
 @pytest.mark.parametrize("where", ["error_time", "result_time", "outer_time"])
@@ -184,8 +179,7 @@ def test_a_command_blocked_inside_a_batch_is_blocked_until_the_replys_reset(fake
     """No call to the method before the portal's operating_reset_at, not a fixed minute later."""
     reset = fake_time() + 540
     block = {"start": 0, "finish": 0, "operating": 481, "operating_reset_at": reset}
-    transport = _Blocking(**{where: block})
-    client = make_client(transport, WebhookAuth("https://p.example.ru/rest/1/blockcode0/"), fake_time)
+    client = make_client(_blocking(**{where: block}), WebhookAuth("https://p.example.ru/rest/1/blockcode0/"), fake_time)
     with pytest.raises(errors.BatchCommandError):
         client.batch([("crm.deal.list", {})], halt=True)
     assert client.ledger.delay("crm.deal.list") == pytest.approx(540)
@@ -193,7 +187,7 @@ def test_a_command_blocked_inside_a_batch_is_blocked_until_the_replys_reset(fake
 
 
 def test_a_blocked_command_without_any_reset_time_uses_the_methods_last_known_reset(fake_time):
-    client = make_client(_Blocking(), WebhookAuth("https://p.example.ru/rest/1/blockcode0/"), fake_time)
+    client = make_client(_blocking(), WebhookAuth("https://p.example.ru/rest/1/blockcode0/"), fake_time)
     client.ledger.record("crm.deal.list", {"operating": 100, "operating_reset_at": fake_time() + 420})
     with pytest.raises(errors.BatchCommandError):
         client.batch([("crm.deal.list", {})], halt=True)

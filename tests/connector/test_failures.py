@@ -21,7 +21,7 @@ from connector.client import RetryPolicy
 from connector.emulator.faults import FaultPlan, html_page
 from connector.transport import HttpTransport
 
-from .conftest import make_client
+from tests.conftest import make_client
 
 CODE = "failtable0code"
 WEBHOOK = f"https://portal.example.ru/rest/1/{CODE}/"

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from connector import errors
-from connector.client import PAGE, KeysetExport, ListShape, RetryPolicy
+from connector.catalog import ListShape
+from connector.client import RetryPolicy
+from connector.keyset import PAGE, KeysetExport
 
 from .conftest import FailFirstCommand
 
@@ -158,12 +160,12 @@ class InFlight:
         self.now = self.most = 0
         self.lock = threading.Lock()
 
-    def send(self, method, params, auth):
+    def send(self, method, params, auth, **options):
         with self.lock:
             self.now += 1
             self.most = max(self.most, self.now)
         try:
-            return self.inner.send(method, params, auth)
+            return self.inner.send(method, params, auth, **options)
         finally:
             with self.lock:
                 self.now -= 1
@@ -208,8 +210,8 @@ class ShortPageTransport:
         self.inner, self.command, self.keep, self.done = inner, command, keep, False
         self.fetch_token, self.close = inner.fetch_token, inner.close
 
-    def send(self, method, params, auth):
-        reply = self.inner.send(method, params, auth)
+    def send(self, method, params, auth, **options):
+        reply = self.inner.send(method, params, auth, **options)
         results = reply.result.get("result") if method == "batch" and isinstance(reply.result, dict) else None
         if not self.done and isinstance(results, dict) and self.command in results:
             self.done = True
@@ -301,13 +303,13 @@ class LockstepTransport:
         self.fetch_token, self.close = inner.fetch_token, inner.close
         self.lock = threading.Lock()
 
-    def send(self, method, params, auth):
+    def send(self, method, params, auth, **options):
         with self.lock:  # export threads take turns with the churn thread
             self.requests += 1
             if self.requests > 1:
                 self.churn.go.release()
                 assert self.churn.stepped.acquire(timeout=30)
-        return self.inner.send(method, params, auth)
+        return self.inner.send(method, params, auth, **options)
 
 
 @pytest.mark.parametrize(
@@ -408,10 +410,10 @@ class Recording:
         self.inner, self.fetch_token, self.close = inner, inner.fetch_token, inner.close
         self.batches: list[dict[str, str]] = []
 
-    def send(self, method, params, auth):
+    def send(self, method, params, auth, **options):
         if method == "batch":
             self.batches.append(dict(params["cmd"]))
-        return self.inner.send(method, params, auth)
+        return self.inner.send(method, params, auth, **options)
 
 
 def _probe_and_first_page(client, method, flt):

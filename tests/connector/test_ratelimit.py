@@ -7,11 +7,11 @@ import pytest
 from connector import errors
 from connector.client import RetryPolicy
 from connector.emulator.limits import LeakyBucket as PortalBucket
-from connector.ratelimit import PLANS, LeakyBucket, OperatingLedger
+from connector.ratelimit import PLANS, OperatingLedger, RequestPacer
 
 
 def test_bucket_lets_a_burst_through_then_paces_at_the_drain_rate(fake_time):
-    bucket = LeakyBucket(50, 2.0, headroom=0, clock=fake_time, sleep=fake_time.sleep)
+    bucket = RequestPacer(burst=50, rate=2.0, headroom=0, clock=fake_time, sleep=fake_time.sleep)
     waits = [bucket.acquire() for _ in range(50)]
     assert waits == [0.0] * 50
     assert bucket.acquire() == pytest.approx(0.5)
@@ -20,7 +20,7 @@ def test_bucket_lets_a_burst_through_then_paces_at_the_drain_rate(fake_time):
 
 
 def test_bucket_drains_while_idle(fake_time):
-    bucket = LeakyBucket(10, 2.0, headroom=0, clock=fake_time, sleep=fake_time.sleep)
+    bucket = RequestPacer(burst=10, rate=2.0, headroom=0, clock=fake_time, sleep=fake_time.sleep)
     for _ in range(10):
         bucket.acquire()
     fake_time.advance(3.0)  # 6 slots drained
@@ -29,14 +29,14 @@ def test_bucket_drains_while_idle(fake_time):
 
 
 def test_reservations_of_concurrent_callers_queue_up(fake_time):
-    bucket = LeakyBucket(2, 2.0, headroom=0, clock=fake_time, sleep=fake_time.sleep)
+    bucket = RequestPacer(burst=2, rate=2.0, headroom=0, clock=fake_time, sleep=fake_time.sleep)
     assert [bucket.reserve() for _ in range(5)] == [0.0, 0.0, pytest.approx(0.5), pytest.approx(1.0), pytest.approx(1.5)]
 
 
 @pytest.mark.parametrize("plan", sorted(PLANS))
 def test_a_client_paced_by_our_bucket_never_overflows_the_portals_bucket(fake_time, plan):
     burst, rate = PLANS[plan]
-    ours = LeakyBucket(burst, rate, clock=fake_time, sleep=fake_time.sleep)
+    ours = RequestPacer(burst=burst, rate=rate, clock=fake_time, sleep=fake_time.sleep)
     portal = PortalBucket(rate, burst, clock=fake_time)
     refused = 0
     for i in range(int(burst) * 4):
@@ -48,21 +48,21 @@ def test_a_client_paced_by_our_bucket_never_overflows_the_portals_bucket(fake_ti
 
 
 def test_bucket_believes_the_portal_after_a_503(fake_time):
-    bucket = LeakyBucket(50, 2.0, headroom=0, clock=fake_time, sleep=fake_time.sleep)
+    bucket = RequestPacer(burst=50, rate=2.0, headroom=0, clock=fake_time, sleep=fake_time.sleep)
     bucket.acquire()
     bucket.overflowed()  # another client on our IP filled it
     assert bucket.reserve() == pytest.approx(0.5)
 
 
 def test_enterprise_limits_are_configurable(fake_time):
-    bucket = LeakyBucket(*PLANS["enterprise"], headroom=0, clock=fake_time, sleep=fake_time.sleep)
+    bucket = RequestPacer.for_plan("enterprise", headroom=0, clock=fake_time, sleep=fake_time.sleep)
     assert [bucket.reserve() for _ in range(250)] == [0.0] * 250
     assert bucket.reserve() == pytest.approx(0.2)
 
 
 def test_bucket_rejects_nonsense():
     with pytest.raises(ValueError):
-        LeakyBucket(50, 0)
+        RequestPacer(burst=50, rate=0)
 
 
 def _time(operating, reset_at):

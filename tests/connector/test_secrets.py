@@ -14,10 +14,10 @@ import pytest
 
 from connector import errors
 from connector.auth import JsonFileTokenStore, OAuthAuth, Tokens, WebhookAuth
-from connector.client import Bitrix24Client, RetryPolicy
+from connector.client import RetryPolicy
 from connector.emulator.faults import FaultPlan
-from connector.ratelimit import LeakyBucket, OperatingLedger
 from connector.transport import HttpTransport
+from tests.conftest import FakeClock, make_client
 
 WEBHOOK_CODE = "CANARYwebhook5f1e2d"
 WRONG_CODE = "CANARYwrongcode77aa"
@@ -29,12 +29,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _client(auth, **options):
-    return Bitrix24Client(
+    """An HTTP client on a fake clock (its waits are instant; its reads are real and short)."""
+    return make_client(
         HttpTransport(read_timeout=options.pop("read_timeout", 5.0)),
         auth,
-        bucket=LeakyBucket(1e6, 1e6),
-        ledger=OperatingLedger(),
-        retry=options.pop("retry", RetryPolicy(attempts=4, base=0.01, cap=0.02)),
+        FakeClock(),
+        retry=options.pop("retry", RetryPolicy(attempts=4, max_elapsed=60.0, base=0.01, cap=0.02)),
         **options,
     )
 
@@ -62,7 +62,7 @@ def test_no_canary_escapes(make_emulator, tmp_path, caplog, capfd):
     fresh_tokens: list[str] = []
 
     # --- webhook: success, every fault, fatal errors, a dead port
-    client = _client(WebhookAuth(server.url), read_timeout=0.3, retry=RetryPolicy(attempts=8, base=0.01, cap=0.02))
+    client = _client(WebhookAuth(server.url), read_timeout=0.3, retry=RetryPolicy(attempts=8, max_elapsed=60.0, base=0.01, cap=0.02))
     texts += [repr(client), repr(client.auth), str(client.auth), repr(client.transport)]
     server.app.faults.push("5xx", "5xx", "html", "cut", "reset", "timeout")
     assert len(list(client.list_all("crm.deal.list", select=["ID"]))) == len(server.portal.records["deal"])
@@ -72,7 +72,7 @@ def test_no_canary_escapes(make_emulator, tmp_path, caplog, capfd):
         except errors.FatalError as exc:
             texts += _texts_of(exc)
             logging.getLogger("connector.client").exception("logged with a traceback")
-    impatient = _client(WebhookAuth(server.url), read_timeout=0.3, retry=RetryPolicy(attempts=2, base=0.01))
+    impatient = _client(WebhookAuth(server.url), read_timeout=0.3, retry=RetryPolicy(attempts=2, max_elapsed=60.0, base=0.01))
     server.app.faults.push("timeout", "reset")
     with pytest.raises(errors.TransportError) as info:
         impatient.call("crm.deal.list", {"start": -1})
@@ -85,7 +85,7 @@ def test_no_canary_escapes(make_emulator, tmp_path, caplog, capfd):
     with pytest.raises(errors.AuthFailed) as info:
         wrong.call("profile")
     texts += _texts_of(info.value) + [repr(wrong.auth)]
-    dead = _client(WebhookAuth(f"http://127.0.0.1:9/rest/1/{WEBHOOK_CODE}/"), retry=RetryPolicy(attempts=2, base=0.01))
+    dead = _client(WebhookAuth(f"http://127.0.0.1:9/rest/1/{WEBHOOK_CODE}/"), retry=RetryPolicy(attempts=2, max_elapsed=60.0, base=0.01))
     with pytest.raises(errors.ConnectFailed) as info:
         dead.call("profile")
     texts += _texts_of(info.value)
@@ -107,9 +107,10 @@ def test_no_canary_escapes(make_emulator, tmp_path, caplog, capfd):
         oauth.call("profile")
     texts += _texts_of(info.value)
     unreachable = OAuthAuth("local.canary", CLIENT_SECRET, _plant_oauth(server, "local.canary2"), oauth_server="http://127.0.0.1:9")
-    with pytest.raises(errors.ConnectFailed) as info:
-        _client(unreachable, retry=RetryPolicy(attempts=1)).call("profile")
-    texts += _texts_of(info.value)
+    with pytest.raises(errors.RefreshFailed) as info:  # the call was never sent: only the token server failed
+        _client(unreachable, retry=RetryPolicy(attempts=1, max_elapsed=60.0)).call("profile")
+    assert isinstance(info.value.cause, errors.ConnectFailed)
+    texts += _texts_of(info.value) + _texts_of(info.value.cause)
 
     # --- the CLI, in a subprocess with -vv (DEBUG), success and failures
     env = {k: v for k, v in os.environ.items() if not k.startswith("B24SYNC_")}

@@ -13,7 +13,7 @@ from connector.auth import OAuthAuth, Tokens, WebhookAuth
 from connector.emulator.app import EmulatorApp
 from connector.transport import HttpTransport, WsgiTransport
 
-from .conftest import make_client
+from tests.conftest import make_client
 
 
 @pytest.fixture
