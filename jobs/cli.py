@@ -108,11 +108,12 @@ class CommandLine(click.Group):
 
 def report(exc: BaseException, run: Invocation) -> int:
     """Print one error (``error: ...`` on stderr, or ``{"errors": [...]}`` on stdout for JSON output)
-    and return its exit code; the traceback too with ``-vv``. Nothing printed holds a secret."""
+    and return its exit code; with ``-vv`` the traceback too (not for usage errors). Nothing printed
+    holds a secret."""
     from connector.redact import redact
 
     failure = failure_of(exc, portal=current_portal.get())
-    if run.verbose >= 2:
+    if run.verbose >= 2 and not isinstance(exc, (click.ClickException, click.Abort)):
         click.echo(redact("".join(traceback.format_exception(exc))).rstrip("\n"), err=True)
     if run.json_errors:
         click.echo(json.dumps({"errors": failure.json_errors()}, ensure_ascii=False, indent=2))
@@ -145,8 +146,10 @@ def portal_options(*, timeout: float = DEFAULT_TIMEOUT) -> Callable[[Any], Any]:
     """
 
     def decorate(command: Any) -> Any:
+        """Add the three options to ``command`` and hand it ``portal`` instead of them."""
         @functools.wraps(command)
         def run(*args: Any, webhook: str | None, config: str | None, timeout_seconds: float | None, **kwargs: Any) -> Any:
+            """The command, called with ``portal: PortalOptions``."""
             portal = PortalOptions(webhook, config, timeout_seconds, default_timeout=timeout)
             return command(*args, portal=portal, **kwargs)
 
@@ -333,6 +336,7 @@ def provision_apply(portal: PortalOptions, plan_file: str | None, yes: bool, all
         step = 0
 
         def progress(message: str) -> None:
+            """One numbered line per step of apply, on stderr."""
             nonlocal step
             step += 1
             err.print(f"[{step}] {message}", markup=False)
@@ -355,6 +359,56 @@ def provision_export(portal: PortalOptions, out: Path | None) -> None:
         write_text(out, text)
     else:
         click.echo(text, nl=False)
+
+
+# ---------------------------------------------------------------- sync and db (the mirror)
+
+
+@main.command("sync")
+@portal_options(timeout=660.0)
+@db_option
+@click.option("--entity", "entities", default=None, metavar="NAMES",
+              help="Only these, comma-separated: lead, deal, contact, company, user, deal_category, status, userfield, "
+                   "deal_stage_history, lead_status_history, history (default: everything).")
+@click.option("--full", is_flag=True, help="Re-read every record and history row (not only what changed since the last run).")
+@click.option("--reconcile", is_flag=True, help="Then compare ID sets with the portal: mark deleted records, fetch missing ones.")
+@click.option("--wait", is_flag=True, help="When another sync of this mirror is running, wait for it instead of exiting.")
+@format_option()
+def sync_command(portal: PortalOptions, db: str | None, entities: str | None, full: bool, reconcile: bool, wait: bool, fmt: str) -> int:
+    """Mirror the portal's CRM into the database: the first run loads everything, later runs what changed."""
+    from jobs.sync.command import sync
+
+    return sync(portal, db_url=db, entities=entities, full=full, reconcile=reconcile, wait=wait, fmt=fmt)
+
+
+@main.group("db")
+def db_group() -> None:
+    """The mirror's database schema (Alembic revisions shipped with b24sync)."""
+
+
+_db_config = click.option("--config", "config", default=None, metavar="FILE",
+                          help="Config file whose [database] names the mirror (default: $B24SYNC_CONFIG, ./b24sync.toml).")
+
+
+@db_group.command("upgrade")
+@db_option
+@_db_config
+def db_upgrade_command(db: str | None, config: str | None) -> int:
+    """Bring the mirror's schema to the newest revision (sync does this by itself, under the same lease)."""
+    from jobs.sync.command import upgrade
+
+    return upgrade(db, config)
+
+
+@db_group.command("current")
+@db_option
+@_db_config
+@format_option()
+def db_current_command(db: str | None, config: str | None, fmt: str) -> int:
+    """Show the mirror's schema revision and the newest one."""
+    from jobs.sync.command import current
+
+    return current(db, config, fmt=fmt)
 
 
 # ---------------------------------------------------------------- command groups that live beside their code

@@ -28,7 +28,8 @@ from connector.errors import B24Error
 from connector.ratelimit import LeakyBucket
 from connector.redact import redact
 from connector.transport import CONNECT_TIMEOUT, READ_TIMEOUT, HttpTransport, Transport
-from jobs.errors import EXIT_USAGE, UserError, os_message
+from jobs.errors import EXIT_USAGE, UserError
+from mappings.loader import UnreadableFile, read_text_file
 
 ENV_WEBHOOK = "B24SYNC_WEBHOOK"
 ENV_CONFIG = "B24SYNC_CONFIG"
@@ -198,22 +199,17 @@ def _oauth_auth(oauth: Any, base: Path, path: Path) -> OAuthAuth:
 
 
 TOKEN_KEYS = ("access_token", "refresh_token", "client_endpoint")
+MAX_TOKEN_BYTES = 1024 * 1024
 
 
 def read_tokens(token_file: Path, where: str = "token_file") -> Tokens:
     """The OAuth tokens saved in ``token_file``, checked: a JSON object whose ``access_token``,
     ``refresh_token`` and ``client_endpoint`` are non-empty strings. Anything else is a clear error."""
     hint = "save the application's first token reply (access_token, refresh_token, client_endpoint) there"
-    if not token_file.exists():
-        raise PortalNotConfigured(f"{where}: token file {token_file} does not exist; {hint}")
-    if not token_file.is_file():
-        raise PortalNotConfigured(f"{where}: token file {token_file} is not a regular file; {hint}")
     try:
-        text = token_file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise PortalNotConfigured(f"{where}: {os_message(exc, 'cannot read the token file')}") from None
-    except UnicodeDecodeError as exc:
-        raise PortalNotConfigured(f"{where}: token file {token_file} is not UTF-8 text ({exc.reason})") from None
+        text = read_text_file(token_file, "token file", MAX_TOKEN_BYTES)
+    except UnreadableFile as exc:
+        raise PortalNotConfigured(f"{where}: {token_file}: {exc}; {hint}") from None
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):

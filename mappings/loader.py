@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from mappings.config import SEMANTICS, Config, ConfigError, Problem, inner_model
 from mappings.rules import funnel_problems
 
-__all__ = ["ConfigError", "Problem", "load_config", "parse_config", "location_text", "toml_lines"]
+__all__ = ["ConfigError", "Problem", "UnreadableFile", "load_config", "parse_config", "read_text_file", "location_text", "toml_lines"]
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024  # a config is a few kilobytes; refuse to read a runaway file
 MAX_DEPTH = 32  # tables and arrays nested deeper than this are never a b24sync config
@@ -33,27 +33,36 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 def read_config_text(path: Path, source: str) -> str:
     """The text of a config file, or a ConfigError saying why it cannot be read (one problem)."""
+    try:
+        return read_text_file(path, "config file", MAX_CONFIG_BYTES)
+    except UnreadableFile as exc:
+        raise ConfigError([Problem("", str(exc), source=source)]) from None
 
-    def refuse(message: str) -> ConfigError:
-        return ConfigError([Problem("", message, source=source)])
 
+class UnreadableFile(Exception):
+    """Why a file a user handed us cannot be read as text, in a phrase that follows its name."""
+
+
+def read_text_file(path: Path, noun: str, max_bytes: int) -> str:
+    """The UTF-8 text of a file a user handed us (config, saved plan, token file), or UnreadableFile
+    saying why not: missing, a directory or other non-regular file, larger than ``max_bytes``,
+    unreadable, or not UTF-8. Never waits on a pipe or device."""
     try:
         if not path.exists():
-            raise refuse("config file not found")
+            raise UnreadableFile(f"{noun} not found")
         if path.is_dir():
-            raise refuse("is a directory, not a config file")
+            raise UnreadableFile(f"is a directory, not a {noun}")
         if not path.is_file():
-            raise refuse("is not a regular file")
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise refuse(f"is larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MB; a config file is a few kilobytes")
+            raise UnreadableFile("is not a regular file")
+        if path.stat().st_size > max_bytes:
+            raise UnreadableFile(f"is larger than {max_bytes // (1024 * 1024)} MB; a {noun} is far smaller")
         data = path.read_bytes()
     except OSError as exc:
-        raise refuse(f"cannot read the config file: {exc.strerror or type(exc).__name__}") from None
+        raise UnreadableFile(f"cannot read the {noun}: {exc.strerror or type(exc).__name__}") from None
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise refuse(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    return text
+        raise UnreadableFile(f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
 def parse_config(text: str, source: str = "config") -> Config:

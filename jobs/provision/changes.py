@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.errors import UserError
+from mappings.loader import UnreadableFile, read_text_file
 
 PLAN_FORMAT = "b24sync-plan"
 # 2: the plan carries the record counts it relies on (``counts``);
@@ -168,19 +169,9 @@ def read_plan(path: str | Path) -> Plan:
     """The plan saved in ``path`` by ``plan --out``; PlanFileError naming the file when it is not one."""
     path = Path(path)
     try:
-        if not path.exists():
-            raise PlanFileError(f"{path}: no such plan file")
-        if not path.is_file():
-            raise PlanFileError(f"{path}: not a plan file (not a regular file)")
-        if path.stat().st_size > MAX_PLAN_BYTES:
-            raise PlanFileError(f"{path}: not a plan file (larger than {MAX_PLAN_BYTES // (1024 * 1024)} MB)")
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise PlanFileError(f"{path}: cannot read the plan file ({exc.strerror or type(exc).__name__})") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise PlanFileError(f"{path}: not a plan file: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        text = read_text_file(path, "plan file", MAX_PLAN_BYTES)
+    except UnreadableFile as exc:
+        raise PlanFileError(f"{path}: {exc}") from None
     try:
         return Plan.from_json(text)
     except PlanFileError as exc:
@@ -278,6 +269,7 @@ def _check_fields(change: Change, where: str) -> None:
     before, after = change.before or {}, change.after or {}
 
     def need(data: dict[str, Any], name: str, ok: Any, what: str) -> None:
+        """PlanFileError unless ``data[name]`` exists and passes ``ok``."""
         if name not in data or not ok(data[name]):
             raise _bad(where, f"{'after' if data is after else 'before'}.{name} must be {what}")
 

@@ -18,10 +18,10 @@ from jobs.portal import DEFAULT_TIMEOUT, CallFailed, PortalNotConfigured, parse_
 GOOD = {"access_token": "a-token", "refresh_token": "r-token", "client_endpoint": "https://portal.example/rest/"}
 
 TOKEN_CASES = [
-    ("missing", None, "does not exist"),
-    ("directory", "DIR", "is not a regular file"),
+    ("missing", None, "tokens.json: token file not found"),
+    ("directory", "DIR", "tokens.json: is a directory, not a token file"),
     ("empty", b"", "is not JSON"),
-    ("not-utf8", b"\xff\xfe{}", "is not UTF-8 text"),
+    ("not-utf8", b"\xff\xfe{}", "tokens.json: not UTF-8 text"),
     ("not-json", b"access_token=1", "is not JSON"),
     ("deep-json", b"[" * 50_000 + b"]" * 50_000, "is not JSON"),
     ("a-list", b"[]", "holds JSON but not an object of tokens"),
@@ -72,7 +72,7 @@ def test_random_token_files_give_tokens_or_one_clear_error(tmp_path: Path, conte
     try:
         tokens = read_tokens(token_file(tmp_path, content))
     except PortalNotConfigured as exc:
-        assert str(exc).startswith("token_file: token file ")
+        assert str(exc).startswith("token_file: ")
     else:
         assert tokens.access_token.strip() and tokens.refresh_token.strip() and tokens.client_endpoint.strip()
 

@@ -35,7 +35,7 @@ FILES = [
     ("arrays-500-deep", ("a = " + "[" * 500 + "]" * 500).encode(), "{path}: TOML nested too deeply (more than 32 levels)"),
     ("tables-500-deep", ("a = " + "{b = " * 500 + "1" + "}" * 500).encode(), "{path}: TOML nested too deeply"),
     ("dotted-keys-2000-deep", (".".join(["k"] * 2000) + " = 1").encode(), "{path}: k.k.k.k"),
-    ("too-large", b"# " + b"x" * (MAX_CONFIG_BYTES + 1), "{path}: is larger than 4 MB; a config file is a few kilobytes"),
+    ("too-large", b"# " + b"x" * (MAX_CONFIG_BYTES + 1), "{path}: is larger than 4 MB; a config file is far smaller"),
 ]
 
 

@@ -103,7 +103,7 @@ def test_read_plan_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(pv.PlanFileError, match=f"^{path}: not a plan file: not JSON"):
         pv.read_plan(path)
     path.write_bytes(b"\xff" * 10)
-    with pytest.raises(pv.PlanFileError, match=f"^{path}: not a plan file: not UTF-8 text"):
+    with pytest.raises(pv.PlanFileError, match=f"^{path}: not UTF-8 text"):
         pv.read_plan(path)
     path.write_text(PLAN.to_json(), encoding="utf-8")
     assert pv.read_plan(path) == PLAN
