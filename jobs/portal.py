@@ -25,7 +25,7 @@ from connector.auth import Auth, JsonFileTokenStore, OAuthAuth, Tokens, WebhookA
 from connector.client import Bitrix24Client, RetryPolicy, is_list_method
 from connector.encoding import parse_pairs
 from connector.errors import B24Error
-from connector.ratelimit import LeakyBucket
+from connector.ratelimit import RequestPacer
 from connector.redact import redact
 from connector.transport import CONNECT_TIMEOUT, READ_TIMEOUT, HttpTransport, Transport
 from jobs.errors import EXIT_USAGE, UserError
@@ -268,7 +268,7 @@ def open_client(
     if "retry" not in options:
         defaults = RetryPolicy()
         options["retry"] = RetryPolicy(attempts=attempts or defaults.attempts, max_elapsed=seconds)
-    options.setdefault("bucket", LeakyBucket(burst=spec.burst, rate=spec.rate))
+    options.setdefault("bucket", RequestPacer(burst=spec.burst, rate=spec.rate))
     if transport is None:
         transport = HttpTransport(connect_timeout=min(CONNECT_TIMEOUT, seconds), read_timeout=min(READ_TIMEOUT, seconds))
     current_portal.set(portal_address(spec.auth))

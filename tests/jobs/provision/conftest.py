@@ -1,4 +1,5 @@
-"""Fixtures of the provisioning tests: a client of an emulator over HTTP, and portal readers."""
+"""Fixtures of the provisioning tests: a client of the emulator over HTTP (``client_for`` of tests/conftest.py,
+on fake time), portal readers, the example config and the smallest legal funnels."""
 
 from __future__ import annotations
 
@@ -7,30 +8,16 @@ from typing import Any
 
 import pytest
 
-from connector.auth import WebhookAuth
-from connector.client import Bitrix24Client, RetryPolicy
 from connector.emulator import pipelines
-from connector.ratelimit import LeakyBucket
-from connector.transport import HttpTransport
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "config.example.toml"
-TEST_RETRY = RetryPolicy(attempts=4, max_elapsed=30.0, base=0.01, cap=0.05)
-
-
-def client_for(server: Any, transport: Any = None, **options: Any) -> Bitrix24Client:
-    """The real client over HTTP to ``server``, with a bucket that never throttles tests and a short deadline."""
-    options.setdefault("bucket", LeakyBucket(burst=100_000, rate=100_000))
-    options.setdefault("retry", TEST_RETRY)
-    return Bitrix24Client(transport or HttpTransport(), WebhookAuth(server.url), **options)
 
 
 @pytest.fixture
-def client(emulator: Any) -> Any:
-    """A client of the ``emulator`` fixture's portal."""
-    made = client_for(emulator)
-    yield made
-    made.close()
+def client(emulator: Any, client_for: Any) -> Any:
+    """A client (on the suite's fake time, over HTTP) of the ``emulator`` fixture's portal."""
+    return client_for(emulator)
 
 
 def writes(server: Any) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 from jobs import provision as pv
 from mappings.loader import parse_config
-from tests.jobs.provision.conftest import EXAMPLE, client_for, writes
+from tests.jobs.provision.conftest import EXAMPLE, writes
 from tests.jobs.provision.conftest import cli as run
 
 
@@ -65,7 +65,7 @@ def test_bad_config_prints_every_problem_and_calls_nothing(emulator: Any, tmp_pa
     assert emulator.stats()["requests_total"] == 0
 
 
-def test_json_plan_saved_plan_and_stale_plan(emulator: Any, tmp_path: Path) -> None:
+def test_json_plan_saved_plan_and_stale_plan(emulator: Any, tmp_path: Path, client_for: Any) -> None:
     saved = tmp_path / "plan.json"
     result = run("plan", "--config", str(EXAMPLE), "--format", "json", "--out", str(saved), url=emulator.url)
     assert result.exit_code == 0

@@ -12,16 +12,15 @@ import pytest
 
 from jobs import provision as pv
 from mappings.loader import load_config
-from tests.jobs.provision.conftest import EXAMPLE, cli, client_for
+from tests.jobs.provision.conftest import EXAMPLE, cli
 
 LATENCY = 1.0  # each reply waits its modelled cost plus a 20 ms round trip, so the two runs interleave
 OFFSETS = [0.0, 0.0, 0.01, 0.03, 0.06, 0.1, 0.15, 0.25, 0.4]
 
 
-def apply_like_the_cli(server: Any, config: Any, delay: float, outcomes: list[str]) -> None:
+def apply_like_the_cli(client: Any, config: Any, delay: float, outcomes: list[str]) -> None:
     """What `provision apply --yes --allow-delete` does: plan, then apply that plan (refused when stale)."""
     time.sleep(delay)
-    client = client_for(server)
     try:
         plan = pv.plan(config, client)
         assert not plan.errors, plan.errors
@@ -31,16 +30,14 @@ def apply_like_the_cli(server: Any, config: Any, delay: float, outcomes: list[st
         outcomes.append("refused")  # refused before its first write: the other run changed the portal
     except BaseException as exc:  # anything else fails the test with its message
         outcomes.append(f"failed: {type(exc).__name__}: {exc}")
-    finally:
-        client.close()
 
 
 @pytest.mark.parametrize("offset", OFFSETS, ids=[f"{i}:{o:g}s" for i, o in enumerate(OFFSETS)])
-def test_two_concurrent_applies_leave_the_declared_state_once(make_emulator: Any, offset: float) -> None:
+def test_two_concurrent_applies_leave_the_declared_state_once(make_emulator: Any, offset: float, client_for: Any) -> None:
     server = make_emulator(latency=LATENCY)
     config = load_config(EXAMPLE)
     outcomes: list[str] = []
-    runs = [threading.Thread(target=apply_like_the_cli, args=(server, config, delay, outcomes)) for delay in (0.0, offset)]
+    runs = [threading.Thread(target=apply_like_the_cli, args=(client_for(server), config, delay, outcomes)) for delay in (0.0, offset)]
     for run in runs:
         run.start()
     for run in runs:

@@ -17,7 +17,7 @@ import pytest
 
 from jobs import provision as pv
 from mappings.loader import load_config, parse_config
-from tests.jobs.provision.conftest import EXAMPLE, client_for, writes
+from tests.jobs.provision.conftest import EXAMPLE, writes
 
 LATENCY = 5.0  # each reply waits 5 x (modelled cost + 20 ms round trip): >= 0.1 s between requests
 
@@ -49,7 +49,7 @@ def rerun(server: Any, command: list[str], cwd: Path) -> subprocess.CompletedPro
 
 
 @pytest.mark.parametrize("wanted", [2, 15, 34], ids=["after-pipeline-created", "mid-stage-creation", "before-final-sorts"])
-def test_killed_apply_converges_on_the_next_run(make_emulator: Any, tmp_path: Path, wanted: int) -> None:
+def test_killed_apply_converges_on_the_next_run(make_emulator: Any, tmp_path: Path, wanted: int, client_for: Any) -> None:
     server = make_emulator(latency=LATENCY)
     command = apply_command(EXAMPLE, "--allow-delete")
     kill_after(server, command, tmp_path, wanted)
@@ -70,7 +70,7 @@ def test_killed_apply_converges_on_the_next_run(make_emulator: Any, tmp_path: Pa
     assert len(server.portal.categories) == 2  # no pipeline created twice
 
 
-def test_an_interrupted_pipeline_creation_finishes_without_allow_delete(make_emulator: Any, tmp_path: Path) -> None:
+def test_an_interrupted_pipeline_creation_finishes_without_allow_delete(make_emulator: Any, tmp_path: Path, client_for: Any) -> None:
     """Only adding a pipeline needs no --allow-delete; a kill right after the pipeline exists (with the
     portal's stock stages in it) must not make the next run ask for it."""
     server = make_emulator(latency=LATENCY)

@@ -10,7 +10,7 @@ import pytest
 
 from jobs import provision as pv
 from mappings.loader import load_config, parse_config
-from tests.jobs.provision.conftest import EXAMPLE, cli, funnel_rows, client_for, writes
+from tests.jobs.provision.conftest import EXAMPLE, cli, funnel_rows, writes
 
 
 def test_fresh_portal_gets_exactly_the_declared_funnels(emulator: Any, client: Any) -> None:
@@ -84,7 +84,7 @@ def funnel_rows_full(portal: Any, entity_id: str) -> list[dict[str, Any]]:
     return [dict(r) for r in pipelines.entity_rows(portal, entity_id)]
 
 
-def test_migration_export_apply_export_gives_the_same_file(make_emulator: Any) -> None:
+def test_migration_export_apply_export_gives_the_same_file(make_emulator: Any, client_for: Any) -> None:
     source = make_emulator(seed=5, deals=60)  # pipelines made by hand: no keys recorded yet
     target = make_emulator()
     a, b = client_for(source), client_for(target)
@@ -214,7 +214,7 @@ def test_plan_json_is_plain_data_and_round_trips(emulator: Any, client: Any) -> 
         pv.Plan.from_json('{"changes": []}')
 
 
-def test_adopting_a_hand_made_pipeline_records_its_key(make_emulator: Any) -> None:
+def test_adopting_a_hand_made_pipeline_records_its_key(make_emulator: Any, client_for: Any) -> None:
     server = make_emulator(seed=5, deals=60)  # has a hand-made "Повторные продажи" (id 1) with deals
     client = client_for(server)
     example = EXAMPLE.read_text(encoding="utf-8")

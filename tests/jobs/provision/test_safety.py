@@ -13,7 +13,7 @@ from connector.errors import B24Error
 from connector.transport import HttpTransport
 from jobs import provision as pv
 from mappings.loader import load_config, parse_config
-from tests.jobs.provision.conftest import EXAMPLE, cli, client_for, writes
+from tests.jobs.provision.conftest import EXAMPLE, cli, writes
 
 EXTRA = '[[pipelines.stages]]\nkey = "EXTRA"\nname = "Доп. стадия"\n\n'
 
@@ -81,11 +81,11 @@ def test_more_than_a_page_of_records_moves_out_of_one_stage(emulator: Any, clien
 
 
 @pytest.mark.parametrize("spec", ["5xx=0.15,html=0.05,reset=0.05,seed=3", "cut=0.1,timeout=0.05,hang=1,seed=11"])
-def test_apply_against_a_faulty_portal_converges(make_emulator: Any, spec: str) -> None:
+def test_apply_against_a_faulty_portal_converges(make_emulator: Any, spec: str, client_for: Any) -> None:
     """Faults before a method runs are retried by the client; a reply cut after a write ran may end the
     run with an error, and then a fresh plan and apply continue from where the portal is."""
     server = make_emulator(faults=spec)
-    client = client_for(server, transport=HttpTransport(read_timeout=0.2), retry=RetryPolicy(attempts=8, base=0.01, cap=0.05))
+    client = client_for(server, transport=HttpTransport(read_timeout=0.2), retry=RetryPolicy(attempts=8, max_elapsed=60.0, base=0.01, cap=0.05))
     config = load_config(EXAMPLE)
     failures = 0
     for _ in range(10):
