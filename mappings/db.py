@@ -26,7 +26,6 @@ ENV_DB = "B24SYNC_DB"
 MIGRATIONS = Path(__file__).resolve().with_name("migrations")
 SQLITE_BUSY_MS = 30_000
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_PARAMS_PER_STATEMENT = 30_000  # below SQLite's 32,766 variables and PostgreSQL's 65,535 parameters
 
 
 _TARGETS: "weakref.WeakKeyDictionary[Engine, Target]" = weakref.WeakKeyDictionary()  # what each engine was opened for
@@ -334,7 +333,7 @@ def upsert(
     keys: Sequence[str] | None = None,
     update: Sequence[str] | None = None,
 ) -> None:
-    """``INSERT ... ON CONFLICT (keys) DO UPDATE`` of many rows (all with the same columns), in chunks.
+    """``INSERT ... ON CONFLICT (keys) DO UPDATE`` of many rows (all with the same columns) in one executemany.
 
     ``keys`` defaults to the primary key; ``update`` to every other column given (an empty list
     means ``DO NOTHING``: insert new rows, keep existing ones as they are).
@@ -350,11 +349,9 @@ def upsert(
     keys = list(keys or [c.name for c in table.primary_key])
     names = list(rows[0].keys())
     changing = [n for n in names if n not in keys] if update is None else list(update)
-    chunk = max(1, _PARAMS_PER_STATEMENT // max(1, len(names)))
-    for start in range(0, len(rows), chunk):
-        stmt = insert(table).values(list(rows[start:start + chunk]))
-        if changing:
-            stmt = stmt.on_conflict_do_update(index_elements=keys, set_={n: stmt.excluded[n] for n in changing})
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=keys)
-        conn.execute(stmt)
+    stmt = insert(table)
+    if changing:
+        stmt = stmt.on_conflict_do_update(index_elements=keys, set_={n: stmt.excluded[n] for n in changing})
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+    conn.execute(stmt, [dict(row) for row in rows])  # one compiled statement, the driver's executemany

@@ -1,0 +1,49 @@
+"""Stage history of deals and lead statuses, by its own ID (keyset ``>ID``); rows are kept once and never removed.
+
+The probe brings the first page after the last committed ID and the highest ID; more rows continue
+with ``list_all`` up to that ID. Bitrix24 drops a deal's rows when the deal is deleted and hides a
+moved deal's rows of its old pipeline: the mirror keeps them (reconcile only marks them vanished).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobs.sync import probe
+from jobs.sync.context import Context
+from jobs.sync.pump import Pump
+from jobs.sync.result import INTERRUPTED, StreamResult
+from jobs.sync.state import INCREMENTAL, StreamState
+from mappings import entities as ent
+
+
+def run(ctx: Context, stream: ent.Stream, state: StreamState, first: list[dict[str, Any]] | None, top: int | None,
+        result: StreamResult) -> StreamState:
+    """Read history rows after ``state.cursor_id`` up to ``top``, committing each page with the new cursor."""
+    ctx.progress.begin(stream.name, stream.title, state.cursor_id or 0, top)
+    if first is not None:
+        if first or state.phase != INCREMENTAL:
+            state.phase = INCREMENTAL
+            result.add(ctx.writer.history(stream, first, state))
+        ctx.progress.advance(stream.name, len(first), state.cursor_id)
+        if len(first) < probe.PAGE:
+            return state
+    last = state.cursor_id or 0
+    if top is not None and top <= last:
+        return state
+    if ctx.stopped():
+        result.status = INTERRUPTED
+        return state
+    pump = Pump(lambda: ctx.client.list_all(stream.list_method, filter={">ID": last}, entity_type_id=stream.entity_type_id,
+                                            ceiling=top, concurrency=3), name=stream.name)
+    try:
+        for chunk in pump:
+            state.phase = INCREMENTAL
+            result.add(ctx.writer.history(stream, chunk, state))
+            ctx.progress.advance(stream.name, len(chunk), state.cursor_id)
+            if ctx.stopped():
+                result.status = INTERRUPTED
+                return state
+    finally:
+        pump.close()
+    return state

@@ -1,0 +1,252 @@
+"""Helpers of the mirror tests: clients for an emulator, a sync call, and the check that a mirror equals its portal.
+
+- ``client_of(target)``: a Bitrix24Client for an ``EmulatorServer`` (HTTP) or an ``EmulatorApp`` (in-process).
+- ``sync(target, engine, **kw)``: ``run_sync`` with a fresh client; returns the ``SyncResult``.
+- ``assert_mirror(engine, app)``: every table equals what the portal lists, field for field (see ``MirrorCheck``).
+- ``requests_of(server)``: HTTP requests the emulator has served (its ``/_emulator/stats``).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+from urllib.request import urlopen
+
+import pytest
+import sqlalchemy as sa
+
+from connector.auth import OAuthAuth, Tokens, WebhookAuth
+from connector.client import Bitrix24Client, RetryPolicy
+from connector.emulator.app import EmulatorApp
+from connector.transport import HttpTransport, WsgiTransport
+from jobs.sync import run_sync
+from mappings import entities as ent, tables
+
+WEBHOOK_CODE = "test-webhook-code"
+UTC = timezone.utc
+FAST_RETRY = RetryPolicy(attempts=8, max_elapsed=60.0, base=0.01, cap=0.2)
+
+
+def client_of(target: Any, *, retry: RetryPolicy = FAST_RETRY, oauth: bool = False) -> Bitrix24Client:
+    """A client for an emulator served over HTTP (``EmulatorServer``) or in-process (``EmulatorApp``)."""
+    if isinstance(target, EmulatorApp):
+        auth: Any = WebhookAuth(f"http://portal.test:80/rest/1/{WEBHOOK_CODE}/")
+        if oauth:
+            tokens = target.oauth
+            auth = OAuthAuth(tokens["client_id"], tokens["client_secret"],
+                             Tokens.from_reply({**tokens, "client_endpoint": "http://portal.test:80/rest/"}))
+        return Bitrix24Client(WsgiTransport(target), auth, retry=retry)
+    if oauth:
+        tokens = target.oauth
+        auth = OAuthAuth(tokens["client_id"], tokens["client_secret"], Tokens.from_reply(tokens))
+        return Bitrix24Client(HttpTransport(), auth, retry=retry)
+    return Bitrix24Client(HttpTransport(), WebhookAuth(target.url), retry=retry)
+
+
+def sync(target: Any, engine: Any, **options: Any) -> Any:
+    """One ``run_sync`` with a fresh client for ``target``."""
+    oauth = options.pop("oauth", False)
+    client = client_of(target, oauth=oauth)
+    try:
+        return run_sync(client, engine, **options)
+    finally:
+        client.close()
+
+
+def requests_of(server: Any) -> int:
+    """HTTP requests to ``/rest/`` an emulator server has answered."""
+    with urlopen(f"{server.base_url}/_emulator/stats", timeout=10) as reply:  # noqa: S310 - loopback
+        return int(json.loads(reply.read())["requests_total"])
+
+
+def rows(engine: Any, table: sa.Table, *where: Any) -> list[dict[str, Any]]:
+    """Every row of a table (in primary-key order) as dicts."""
+    with engine.connect() as conn:
+        query = sa.select(table).where(*where).order_by(*table.primary_key.columns)
+        return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def count(engine: Any, table: sa.Table | str, *where: Any) -> int:
+    """Rows in a table."""
+    if isinstance(table, str):
+        table = sa.table(table)
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar() or 0)
+
+
+def uf_rows(engine: Any, entity: str) -> dict[int, dict[str, Any]]:
+    """The ``crm_<entity>_uf`` rows by record ID, with whatever user-field columns the table has now."""
+    stream = ent.STREAMS[entity]
+    with engine.connect() as conn:
+        table = sa.Table(stream.uf_table, sa.MetaData(), autoload_with=conn)
+        return {r[stream.uf_key]: dict(r) for r in conn.execute(sa.select(table)).mappings()}
+
+
+def snapshot(engine: Any) -> dict[str, list[dict[str, Any]]]:
+    """Every row of every mirror table (to compare before and after a run)."""
+    with engine.connect() as conn:
+        out = {}
+        for name in sa.inspect(conn).get_table_names():
+            if name in ("alembic_version", "b24sync_lease", "b24sync_run"):
+                continue
+            table = sa.Table(name, sa.MetaData(), autoload_with=conn)
+            out[name] = sorted((json.dumps(dict(r), default=str, sort_keys=True) for r in conn.execute(sa.select(table)).mappings()))
+        return out
+
+
+def listed(app: EmulatorApp, method: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every row a list method returns now (read in-process, so the check costs no HTTP request)."""
+    client = client_of(app)
+    if method == "crm.stagehistory.list":
+        return list(client.list_all(method, entity_type_id=(params or {}).get("entityTypeId")))
+    return list(client.list_all(method, select=(params or {}).get("select")))
+
+
+def _moment(text: Any) -> datetime | None:
+    if text in (None, ""):
+        return None
+    return datetime.fromisoformat(str(text)).astimezone(UTC)
+
+
+class MirrorCheck:
+    """Compares a mirror with the portal behind an emulator app, table by table, field for field."""
+
+    def __init__(self, engine: Any, app: EmulatorApp):
+        self.engine = engine
+        self.app = app
+        self.portal = app.portal
+
+    def records(self, entity: str) -> None:
+        """``crm_<entity>``: every listed record present, equal raw and typed columns, vanished ones marked."""
+        stream = ent.STREAMS[entity]
+        table = tables.ENTITY_TABLES[entity]
+        select = list(stream.select) + [r["FIELD_NAME"] for r in self.uf_definitions(entity) if r.get("MULTIPLE") == "Y"]
+        portal_rows = {int(r["ID"]): r for r in listed(self.app, stream.list_method, {"select": select})}
+        mirror = {r["id"]: r for r in rows(self.engine, table)}
+        missing = sorted(set(portal_rows) - set(mirror))
+        assert not missing, f"{entity}: {len(missing)} record(s) missing from the mirror, e.g. {missing[:5]}"
+        for key, record in portal_rows.items():
+            row = mirror[key]
+            assert row["deleted_at"] is None, f"{entity} {key} is on the portal but marked deleted"
+            assert row["raw"] == record, f"{entity} {key}: raw differs"
+            self._typed(entity, row, record)
+        vanished = [k for k, r in mirror.items() if k not in portal_rows and r["deleted_at"] is None]
+        assert not vanished, f"{entity}: {len(vanished)} record(s) deleted on the portal but not marked, e.g. {vanished[:5]}"
+        if stream.multi_fields:
+            self._multifields(stream, portal_rows)
+        self._userfields(entity, portal_rows)
+
+    def _typed(self, entity: str, row: dict[str, Any], record: dict[str, Any]) -> None:
+        """Key columns checked against values parsed here independently of mappings.fields."""
+        assert row["id"] == int(record["ID"])
+        assert row["date_modify"] == _moment(record["DATE_MODIFY"])
+        assert row["date_create"] == _moment(record["DATE_CREATE"])
+        assert row["assigned_by_id"] == (int(record["ASSIGNED_BY_ID"]) if record.get("ASSIGNED_BY_ID") else None)
+        if entity == "deal":
+            assert row["title"] == record["TITLE"]
+            assert row["stage_id"] == record["STAGE_ID"]
+            assert row["category_id"] == int(record["CATEGORY_ID"])
+            assert row["stage_semantic_id"] == record["STAGE_SEMANTIC_ID"]
+            assert row["opportunity"] == Decimal(record["OPPORTUNITY"])
+            assert row["closed"] is (record["CLOSED"] == "Y")
+            local = datetime.fromisoformat(record["CLOSEDATE"]) if record.get("CLOSEDATE") else None
+            assert row["closedate"] == (local.date() if local else None)
+        if entity == "lead":
+            assert row["status_id"] == record["STATUS_ID"]
+            assert row["opportunity"] == Decimal(record["OPPORTUNITY"])
+
+    def _multifields(self, stream: ent.Stream, portal_rows: dict[int, dict[str, Any]]) -> None:
+        table = tables.crm_multifield
+        have = {(r["owner_id"], r["item_id"]): r for r in rows(self.engine, table, table.c.entity_type_id == stream.entity_type_id)}
+        want = {}
+        for key, record in portal_rows.items():
+            for type_id in stream.multi_fields:
+                for item in record.get(type_id) or ():
+                    want[(key, int(item["ID"]))] = (item["TYPE_ID"], item["VALUE_TYPE"], item["VALUE"])
+        live = {k: (r["type_id"], r["value_type"], r["value"]) for k, r in have.items() if k[0] in portal_rows}
+        assert live == want, f"{stream.name}: multi-fields differ"
+
+    def _userfields(self, entity: str, portal_rows: dict[int, dict[str, Any]]) -> None:
+        stored = uf_rows(self.engine, entity)
+        assert set(portal_rows) <= set(stored), f"{entity}: records without a user-field row"
+        for key, record in portal_rows.items():
+            for name, value in record.items():
+                if not name.startswith("UF_"):
+                    continue
+                column = name.lower()
+                got = stored[key].get(column)
+                if isinstance(value, list):
+                    assert got == value, f"{entity} {key} {name}: {got!r} != {value!r}"
+                elif value in (None, ""):
+                    assert got in (None, ""), f"{entity} {key} {name}: {got!r} != {value!r}"
+                else:
+                    assert str(got) == str(value) or got == _moment(value), f"{entity} {key} {name}: {got!r} != {value!r}"
+
+    def uf_definitions(self, entity: str) -> list[dict[str, Any]]:
+        """The portal's user-field definitions of an entity."""
+        return client_of(self.app).result(f"crm.{entity}.userfield.list", {})
+
+    def history(self, name: str, ever_seen: set[int] | None = None) -> None:
+        """History rows listed now are present and equal; rows ever seen are still there; none is duplicated."""
+        stream = ent.STREAMS[name]
+        table = tables.HISTORY_TABLES[name]
+        portal_rows = {int(r["ID"]): r for r in listed(self.app, stream.list_method, {"entityTypeId": stream.entity_type_id})}
+        mirror = {r["id"]: r for r in rows(self.engine, table)}
+        missing = sorted(set(portal_rows) - set(mirror))
+        assert not missing, f"{name}: {len(missing)} history row(s) missing, e.g. {missing[:5]}"
+        for key, item in portal_rows.items():
+            assert mirror[key]["raw"] == item, f"{name} {key}: raw differs"
+            assert mirror[key]["date_create"] == _moment(item["CREATED_TIME"])
+        lost = sorted((ever_seen or set()) - set(mirror))
+        assert not lost, f"{name}: {len(lost)} history row(s) once listed are gone from the mirror, e.g. {lost[:5]}"
+
+    def dictionaries(self) -> None:
+        """Statuses, pipelines, users and user-field definitions equal the portal's (vanished ones marked)."""
+        client = client_of(self.app)
+        statuses = {int(r["ID"]): r for r in client.result("crm.status.list", {})}
+        mirror = {r["id"]: r for r in rows(self.engine, tables.crm_status)}
+        assert {k for k, r in mirror.items() if r["deleted_at"] is None} == set(statuses)
+        assert all(mirror[k]["raw"] == r for k, r in statuses.items())
+        categories = {int(r["id"]): r for r in client.result("crm.category.list", {"entityTypeId": 2})["categories"]}
+        mirror = {r["id"]: r for r in rows(self.engine, tables.crm_deal_category)}
+        assert {k for k, r in mirror.items() if r["deleted_at"] is None} == set(categories)
+        users = {int(r["ID"]): r for r in client.list_all("user.get")}
+        mirror = {r["id"]: r for r in rows(self.engine, tables.users)}
+        assert {k for k, r in mirror.items() if r["deleted_at"] is None} == set(users)
+        assert all(mirror[k]["raw"] == r for k, r in users.items())
+        for entity in ent.ENTITIES:
+            names = {r["FIELD_NAME"] for r in self.uf_definitions(entity)}
+            table = tables.crm_userfield
+            stored = rows(self.engine, table, table.c.entity_id == f"CRM_{entity.upper()}")
+            assert {r["field_name"] for r in stored if r["deleted_at"] is None} == names
+
+    def unique_keys(self) -> None:
+        """No duplicate keys anywhere (the primary keys say so; checked by counting as well)."""
+        with self.engine.connect() as conn:
+            for table in tables.metadata.sorted_tables:
+                keys = [c for c in table.primary_key.columns]
+                total = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
+                distinct = conn.execute(sa.select(sa.func.count()).select_from(sa.select(*keys).distinct().subquery())).scalar()
+                assert total == distinct, f"{table.name}: duplicate keys"
+
+    def everything(self, ever_seen: dict[str, set[int]] | None = None) -> None:
+        """Every check above."""
+        self.dictionaries()
+        for entity in ent.ENTITIES:
+            self.records(entity)
+        for name in ent.HISTORIES:
+            self.history(name, (ever_seen or {}).get(name))
+        self.unique_keys()
+
+
+def assert_mirror(engine: Any, app: EmulatorApp, ever_seen: dict[str, set[int]] | None = None) -> None:
+    """The mirror behind ``engine`` equals the portal behind ``app`` in every table."""
+    MirrorCheck(engine, app).everything(ever_seen)
+
+
+@pytest.fixture
+def app(make_emulator: Any) -> EmulatorApp:
+    """An in-process emulator on a fresh portal (generous limits)."""
+    return make_emulator(http=False)
