@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from connector import catalog
 from connector.auth import Auth, JsonFileTokenStore, OAuthAuth, Tokens, WebhookAuth
 from connector.client import Bitrix24Client, RetryPolicy, is_list_method
 from connector.encoding import parse_pairs
@@ -313,8 +313,6 @@ class PortalOptions:
 
 
 CALL_ATTEMPTS = 4
-# a REST method name: dotted words of latin letters, digits and '_' (nothing else can reach the URL path)
-METHOD_NAME = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*")
 # list_all exports in ID order from the first record: these parameters of a list call cannot apply
 IGNORED_BY_ALL = ("order", "start")
 
@@ -373,14 +371,12 @@ def _pop(params: dict[str, Any], name: str) -> Any:
 
 
 def check_method(method: str) -> str:
-    """``method`` when it is a REST method name; a usage error before any request otherwise."""
-    if not METHOD_NAME.fullmatch(method):
-        raise CallFailed(
-            f"{_short(method)!r} is not a REST method name: use latin letters, digits, '_' and single dots "
-            "(e.g. crm.deal.list)",
-            EXIT_USAGE,
-        )
-    return method
+    """``method`` when it is a REST method name (``connector.catalog.check_method``); a usage error
+    before any request otherwise (the message does not echo the name: a pasted URL may hold a secret)."""
+    try:
+        return catalog.check_method(method)
+    except catalog.InvalidMethodName as exc:
+        raise CallFailed(f"METHOD: {exc}", EXIT_USAGE) from None
 
 
 def _warn(message: str) -> None:
