@@ -59,10 +59,11 @@ def failure_of(exc: BaseException, *, portal: str | None = None) -> Failure:
         source = next((p.source for p in exc.problems if p.source), "the config file")
         lines = [f"{source} has {len(exc.problems)} problem(s):"] + [f"  {p}" for p in exc.problems]
         problems = [
-            {"location": p.location, "message": p.message, "line": p.line, "column": p.column, "source": p.source, "text": str(p)}
+            {"location": p.location, "message": redact(p.message), "line": p.line, "column": p.column,
+             "source": p.source, "text": redact(p)}
             for p in exc.problems
         ]
-        return Failure(redact("\n".join(lines)), EXIT_ERROR, [{k: redact(v) if isinstance(v, str) else v for k, v in p.items()} for p in problems])
+        return Failure(redact("\n".join(lines)), EXIT_ERROR, problems)
     if isinstance(exc, B24Error):
         text = redact(exc)
         if portal and _host(portal) not in text:

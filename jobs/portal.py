@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from connector import catalog
 from connector.auth import Auth, JsonFileTokenStore, OAuthAuth, Tokens, WebhookAuth
 from connector.client import Bitrix24Client, RetryPolicy, is_list_method
-from connector.encoding import parse_pairs
+from connector.encoding import ParamError, parse_pairs
 from connector.errors import B24Error
 from connector.ratelimit import RequestPacer
 from connector.redact import redact
@@ -327,7 +327,7 @@ class CallFailed(UserError):
 def parse_cli_pairs(pairs: Iterable[str]) -> dict[str, Any]:
     """``["filter[>ID]=5", "select[]=ID"]`` -> ``{"filter": {">ID": "5"}, "select": ["ID"]}``.
 
-    A pair without ``=`` or with keys the encoder refuses (nested too deep) is a usage error.
+    A pair without ``=``, or keys the encoder refuses (``ParamError``: nested too deep, too many), is a usage error.
     """
     split: list[tuple[str, str]] = []
     for text in pairs:
@@ -339,8 +339,8 @@ def parse_cli_pairs(pairs: Iterable[str]) -> dict[str, Any]:
         split.append((text[:cut], text[cut + 1 :]))
     try:
         params = parse_pairs(split)
-    except (ValueError, RecursionError) as exc:
-        raise CallFailed(f"parameters: {redact(exc) or 'nested too deeply'}", EXIT_USAGE) from None
+    except ParamError as exc:  # nested too deep, too many pairs
+        raise CallFailed(f"parameters: {redact(exc)}", EXIT_USAGE) from None
     if not isinstance(params, dict):  # e.g. keys 0, 1, 2...: the parameters of a call are named
         raise CallFailed("parameters: a call takes named parameters (KEY=VALUE), not a list", EXIT_USAGE)
     return params
