@@ -20,10 +20,10 @@ from mappings import entities as ent
 UTC = timezone.utc
 _CENT = Decimal("0.01")
 _MONEY_LIMIT = Decimal("1e18")  # NUMERIC(20,2)
-_OFFSET_RE = re.compile(r"^([+-])(\d{2}):?(\d{2})$")
-_RU_DATE_RE = re.compile(r"^(\d{2})\.(\d{2})\.(\d{4})(?:[ T](.*))?$")
-_INT_RE = re.compile(r"^[+-]?\d{1,19}$")
-_NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d{1,3})?$")
+_OFFSET_RE = re.compile(r"^([+-])(\d{2}):?(\d{2})$", re.ASCII)
+_RU_DATE_RE = re.compile(r"^(\d{2})\.(\d{2})\.(\d{4})(?:[ T](.*))?$", re.ASCII | re.S)
+_INT_RE = re.compile(r"^[+-]?\d{1,19}$", re.ASCII)
+_NUMBER_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d{1,3})?$", re.ASCII)
 _TRUE = frozenset({"Y", "1", "TRUE", "YES", "ON"})
 _FALSE = frozenset({"N", "0", "FALSE", "NO", "OFF"})
 
@@ -290,7 +290,7 @@ def portal_time(block: Any) -> datetime:
 
 
 def _has_offset(text: str) -> bool:
-    return bool(re.search(r"([+-]\d{2}:?\d{2}|[Zz])$", text.strip()))
+    return bool(re.search(r"([+-]\d{2}:?\d{2}|[Zz])$", text.strip(), re.ASCII))
 
 
 def to_filter_time(moment: datetime, portal_tz: tzinfo) -> str:
