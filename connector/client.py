@@ -453,7 +453,7 @@ class Bitrix24Client:
 
     def ids(self, method: str, filter: Mapping[str, Any] | None = None, entity_type_id: int | None = None) -> Iterator[int]:
         """The ID of every record matching ``filter``, in ascending order (a keyset export selecting only the ID)."""
-        id_field = shape_of(method).id_field
+        id_field = shape_of(check_method(method)).id_field
         for row in self.list_all(method, filter, [id_field], entity_type_id):
             yield int(row[id_field])
 
@@ -464,11 +464,16 @@ class Bitrix24Client:
         """
         check_method(method)
         pager = OffsetPages(method, int((params or {}).get("start") or 0))
+
+        def read(reply: Reply) -> tuple[list[dict[str, Any]], int | None]:
+            rows = reply.rows(key)
+            return rows, pager.following(reply, len(rows))
+
         while pager.start is not None:
             page_params = {**(params or {}), "start": pager.start}
-            reply, rows = self._execute(method, page_params, write=is_write(method, page_params), read=lambda r: (r, r.rows(key)))
+            rows, following = self._execute(method, page_params, write=is_write(method, page_params), read=read)
             yield from rows
-            pager.advance(reply, len(rows))
+            pager.advance(following)
 
     # ---------------------------------------------------------------- typed helpers
 

@@ -378,12 +378,12 @@ class OffsetPages:
         self.method = method
         self.start: int | None = start
 
-    def advance(self, reply: Reply, rows: int) -> None:
-        """Move to the page after ``reply`` (which brought ``rows`` rows); ``start`` is None at the end."""
+    def following(self, reply: Reply, rows: int) -> int | None:
+        """The ``start`` of the page after ``reply`` (which brought ``rows`` rows), None at the end;
+        ``BadReplyError`` when its ``next`` would page forever (checked inside the call's retries)."""
         following = reply.next
         if following is None:
-            self.start = None
-            return
+            return None
         current = self.start or 0
         if following <= current:
             raise bad_reply(self.method, f"next {following} does not move past start {current}")
@@ -391,4 +391,8 @@ class OffsetPages:
             raise bad_reply(self.method, "an empty page promises a next one")
         if reply.total is not None and following >= reply.total:
             raise bad_reply(self.method, f"next {following} is past total {reply.total}")
-        self.start = following
+        return following
+
+    def advance(self, start: int | None) -> None:
+        """Move to the page at ``start`` (from ``following``); None ends the paging."""
+        self.start = start

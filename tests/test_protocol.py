@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connector import encoding, envelope, errors
 
@@ -56,6 +61,120 @@ def test_parse_pairs_appends_bracket_lists_and_keeps_assoc_keys():
 
 def test_parse_pairs_sparse_numeric_keys_stay_a_mapping():
     assert encoding.parse_pairs([("x[1]", "a"), ("x[3]", "b")]) == {"x": {"1": "a", "3": "b"}}
+
+
+def test_repeated_appends_and_long_lists_parse_in_one_pass():
+    """100,000 ``select[]=`` appends (the limit): a parser that looked for the next index among all keys would never end."""
+    parsed = encoding.parse_pairs([("select[]", str(i)) for i in range(encoding.MAX_PAIRS)])
+    assert parsed["select"][:3] == ["0", "1", "2"] and len(parsed["select"]) == encoding.MAX_PAIRS
+    explicit = encoding.parse_pairs([("x[5]", "a"), ("x[]", "b"), ("x[2]", "c"), ("x[]", "d")])
+    assert explicit == {"x": {"5": "a", "6": "b", "2": "c", "7": "d"}}  # appends go after the highest index, as in PHP
+
+
+def test_a_key_with_thousands_of_brackets_is_refused_quickly():
+    with pytest.raises(encoding.ParamError):
+        encoding.parse_pairs([("a" + "[b]" * 100_000, "x")])
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: encoding.parse_pairs([("a" + "[x]" * 64, "1")]), "parameter key nested deeper than 64 levels"),
+        (lambda: encoding.parse_pairs([("a", "1")] * 3, max_pairs=2), "more than 2 parameters"),
+        (lambda: encoding.decode_query("&".join(["a=1"] * 5), max_pairs=4), "more than 4 parameters"),
+        (lambda: encoding.decode_query("a" + "[]" * 70 + "=1"), "parameter key nested deeper than 64 levels"),
+        (lambda: encoding.flatten({"a": _nested(64)}), "parameters nested deeper than 64 levels"),
+        (lambda: encoding.encode_query({"a": _nested(200)}), "parameters nested deeper than 64 levels"),
+        (lambda: encoding.to_json_text({"a": float("nan")}), "parameters cannot be sent as JSON"),
+        (lambda: encoding.to_json_text({"a": {1, 2}}), "cannot encode set as JSON"),
+        (lambda: encoding.to_json_text(_circular()), "Circular reference"),
+        (lambda: encoding.to_json_text(_nested(100_000)), "nested too deep to send"),
+    ],
+    ids=["deep-key", "too-many-pairs", "too-many-fields", "deep-appends", "deep-flatten", "deep-query",
+         "nan", "set", "circular", "very-deep-json"],
+)
+def test_bad_parameters_are_a_param_error(call, message):
+    with pytest.raises(encoding.ParamError) as caught:
+        call()
+    assert message in str(caught.value)
+    assert isinstance(caught.value, ValueError)  # callers that catch ValueError keep working
+
+
+def test_keys_at_the_depth_limit_still_parse():
+    key = "a" + "[x]" * 63
+    parsed = encoding.parse_pairs([(key, "1")])
+    node = parsed["a"]
+    for _ in range(62):
+        node = node["x"]
+    assert node == {"x": "1"}
+
+
+def _nested(levels):
+    value: object = "x"
+    for _ in range(levels):
+        value = {"k": value}
+    return value
+
+
+def _circular():
+    data: dict = {}
+    data["self"] = data
+    return data
+
+
+KEY_PARTS = st.sampled_from(["a", "b", "select", "", "0", "1", "2", "00", "²", "x]", "[", "]", ">ID", "%5B"])
+KEYS = st.lists(KEY_PARTS, min_size=1, max_size=6).map(lambda parts: parts[0] + "".join(f"[{p}]" for p in parts[1:]))
+RAW_KEYS = st.text(alphabet="ab0[]²%=&", max_size=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(KEYS | RAW_KEYS, st.text(max_size=5)), max_size=12))
+def test_random_pairs_parse_or_raise_a_param_error(pairs):
+    try:
+        parsed = encoding.parse_pairs(pairs)
+    except encoding.ParamError:
+        return
+    assert isinstance(parsed, (dict, list))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60))
+def test_random_query_strings_decode_or_raise_a_param_error(query):
+    try:
+        encoding.decode_query(query)
+    except encoding.ParamError:
+        pass
+
+
+PLAIN_KEYS = st.text(alphabet="abcdefghij_", min_size=1, max_size=5)
+CLEAN = st.recursive(
+    st.text(max_size=6),
+    lambda children: st.lists(children, min_size=1, max_size=3) | st.dictionaries(PLAIN_KEYS, children, min_size=1, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(PLAIN_KEYS, CLEAN, max_size=4))
+def test_encoding_round_trips_nested_text(params):
+    assert encoding.decode_query(encoding.encode_query(params)) == params
+
+
+ANY_DATA = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4) | st.decimals(allow_nan=False),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=3), children, max_size=3),
+    max_leaves=15,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=3), ANY_DATA, max_size=4))
+def test_random_data_encodes_or_raises_a_param_error(params):
+    for encode in (encoding.encode_query, encoding.to_json_text):
+        try:
+            assert isinstance(encode(params), str)
+        except encoding.ParamError:
+            pass
 
 
 # ---------------------------------------------------------------- envelope
@@ -144,3 +263,243 @@ def test_batch_command_error_names_the_command():
     inner = errors.classify(400, {"error": "", "error_description": "Not found"}, "crm.deal.get")
     err = errors.BatchCommandError("deal_7", inner)
     assert "deal_7" in str(err) and isinstance(err.error, errors.NotFound)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "expected"),
+    [
+        (200, "[1, 2, 3]", errors.BadReplyError),
+        (200, '"just text"', errors.BadReplyError),
+        (200, '{"result": NaN}', errors.BadReplyError),
+        (200, '{"result": [Infinity]}', errors.BadReplyError),
+        (200, '{"result": ' + "[" * 300 + "]" * 300 + "}", errors.BadReplyError),
+        (200, '{"result": ' + "[" * 100_000 + "]" * 100_000 + "}", errors.BadReplyError),
+        (200, b'{"result": "\xff\xfe"}', errors.BadReplyError),
+        (200, '{"result": 1' + "0" * 5000 + "}", errors.BadReplyError),
+        (500, '{"result": NaN}', errors.ServerError),
+    ],
+    ids=["list", "string", "nan", "infinity", "300-deep", "100000-deep", "not-utf8", "huge-integer", "500-nan"],
+)
+def test_json_that_no_portal_sends_is_not_a_bitrix24_reply(status, body, expected):
+    with pytest.raises(errors.B24Error) as caught:
+        envelope.parse_reply(status, body, "crm.deal.list")
+    assert type(caught.value) is expected
+    if expected is errors.BadReplyError:
+        assert str(caught.value).startswith("not a Bitrix24 reply from crm.deal.list")
+
+
+def test_a_real_depth_reply_still_parses():
+    row = {"ID": "1", "PHONE": [{"ID": "7", "VALUE": "+7 900", "VALUE_TYPE": "WORK", "TYPE_ID": "PHONE"}], "UF_CRM_1": ["1", "2"]}
+    body = {"result": {"result": {"p0": {"items": [{"fm": [row]}]}}, "result_error": [], "result_total": [], "result_next": [], "result_time": []}}
+    reply = envelope.parse_reply(200, json.dumps(body), "batch")
+    assert envelope.batch_parts(reply).results["p0"]["items"][0]["fm"][0] == row
+
+
+def test_figures_out_of_range_are_ignored_not_trusted():
+    reply = envelope.parse_reply(200, '{"result": [], "total": 1e999, "next": "x", "time": {"operating": 1e999, "operating_reset_at": -1e999}}')
+    assert reply.total is None and reply.next is None and reply.operating == 0.0 and not reply.operating_reset_at
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(100, 599), st.binary(max_size=60) | st.text(max_size=60))
+def test_random_bodies_parse_or_raise_our_errors(status, body):
+    try:
+        reply = envelope.parse_reply(status, body, "crm.deal.list")
+    except errors.B24Error:
+        return
+    assert status < 400 and isinstance(reply, envelope.Reply)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.sampled_from(["result", "result_error", "result_time", "error", "time", "total", "next", "c0", "0"]) | st.text(max_size=3), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.integers(100, 599), JSON_VALUES)
+def test_random_json_envelopes_and_batch_parts_raise_only_our_errors(status, value):
+    try:
+        reply = envelope.parse_reply(status, json.dumps(value), "batch")
+        parts = envelope.batch_parts(reply)
+        for name in parts.errors:
+            assert isinstance(parts.error_of(name, "crm.deal.get"), errors.B24Error)
+            parts.reset_of(name)
+        reply.mapping()
+        reply.rows()
+        reply.integer()
+    except errors.B24Error:
+        pass
+
+
+# ---------------------------------------------------------------- the emulator still answers in the real shapes
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SECRET = "shapes0webhook"
+
+
+def kind(value: object) -> str:
+    """The JSON type of a value (ints and floats are both numbers)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "list" if isinstance(value, list) else "object"
+
+
+def shape_differences(expected: object, actual: object, path: str = "$", extra: frozenset[str] = frozenset()) -> list[str]:
+    """Where ``actual`` departs from the shape of ``expected``: types, key sets (keys in ``extra`` may be
+    added), PHP's ``[]`` for an empty object, and element by element for as many elements as ``expected`` has."""
+    if kind(expected) != kind(actual):
+        return [f"{path}: {kind(expected)} expected, {kind(actual)} found"]
+    found: list[str] = []
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict)
+        missing, added = set(expected) - set(actual), set(actual) - set(expected) - extra
+        found += [f"{path}: no key {key!r}" for key in sorted(missing)] + [f"{path}: unexpected key {key!r}" for key in sorted(added)]
+        for key in expected:
+            if key in actual:
+                found += shape_differences(expected[key], actual[key], f"{path}.{key}", extra)
+    elif isinstance(expected, list):
+        assert isinstance(actual, list)
+        if not expected and actual:
+            found.append(f"{path}: [] expected (PHP's empty object), {len(actual)} element(s) found")
+        if expected and len(actual) < len(expected):
+            found.append(f"{path}: at least {len(expected)} element(s) expected, {len(actual)} found")
+        for index, (want, got) in enumerate(zip(expected, actual)):
+            found += shape_differences(want, got, f"{path}[{index}]", extra)
+    return found
+
+
+def _app(clock: Any, **limits: Any) -> Any:
+    from connector.emulator import new_portal
+    from connector.emulator.app import EmulatorApp
+
+    options = {"rate": 1e6, "burst": 1e6, "operating_budget": 1e9, **limits}
+    return EmulatorApp(new_portal(), secret=SECRET, clock=clock, **options)
+
+
+def _post(app: Any, method: str, params: dict[str, Any] | None = None, *, path: str | None = None) -> tuple[int, Any]:
+    response = app.request("POST", path or f"/rest/1/{SECRET}/{method}", body=json.dumps(params or {}).encode(), content_type="application/json")
+    return response.status, json.loads(response.body)
+
+
+def _deals(app: Any, count: int = 2) -> None:
+    for i in range(count):
+        _post(app, "crm.deal.add", {"fields": {"TITLE": f"Сделка {i}", "OPPORTUNITY": 1000 + i, "CURRENCY_ID": "RUB"}})
+
+
+def _batch(app: Any, cmd: dict[str, str]) -> tuple[int, Any]:
+    return _post(app, "batch", {"halt": 0, "cmd": cmd})
+
+
+def _recipe(name: str, app: Any, clock: Any) -> tuple[int, Any]:
+    """Ask the emulator the question each fixture answers."""
+    deal_select = ["ID", "TITLE", "CATEGORY_ID", "STAGE_ID", "CURRENCY_ID", "OPPORTUNITY", "CLOSED", "ASSIGNED_BY_ID", "DATE_CREATE"]
+    if name == "crm.deal.list":
+        _deals(app)
+        return _post(app, "crm.deal.list", {"select": deal_select, "start": 0})
+    if name == "crm.deal.list.page":
+        _deals(app, 52)
+        return _post(app, "crm.deal.list", {"select": ["ID", "TITLE"], "start": 0})
+    if name == "crm.deal.list.keyset":
+        _deals(app)
+        return _post(app, "crm.deal.list", {"select": ["ID"], "order": {"ID": "ASC"}, "filter": {">ID": 0}, "start": -1})
+    if name == "crm.item.list":
+        _deals(app, 1)
+        return _post(app, "crm.item.list", {"entityTypeId": 2, "select": ["id", "title", "categoryId", "stageId", "opportunity", "assignedById", "createdTime"]})
+    if name == "crm.stagehistory.list":
+        _deals(app, 1)
+        return _post(app, "crm.stagehistory.list", {"entityTypeId": 2})
+    if name == "crm.category.list":
+        _post(app, "crm.category.add", {"entityTypeId": 2, "fields": {"name": "Сервис", "sort": 300}})
+        return _post(app, "crm.category.list", {"entityTypeId": 2})
+    if name == "crm.status.list":
+        return _post(app, "crm.status.list", {"filter": {"ENTITY_ID": "DEAL_STAGE"}, "order": {"SORT": "ASC"}})
+    if name == "crm.lead.list.multifields":
+        phone = [{"VALUE": "+7 900 000-00-00", "VALUE_TYPE": "MOBILE"}]
+        _post(app, "crm.lead.add", {"fields": {"TITLE": "Заявка", "NAME": "Ольга", "PHONE": phone, "EMAIL": [{"VALUE": "o@example.ru", "VALUE_TYPE": "WORK"}]}})
+        return _post(app, "crm.lead.list", {"select": ["ID", "TITLE", "NAME", "PHONE", "EMAIL"]})
+    if name == "crm.deal.add":
+        return _post(app, "crm.deal.add", {"fields": {"TITLE": "Новая"}})
+    if name == "crm.deal.update":
+        _deals(app, 1)
+        return _post(app, "crm.deal.update", {"id": 1, "fields": {"TITLE": "Другая"}})
+    if name == "crm.item.delete":
+        _deals(app, 1)
+        return _post(app, "crm.item.delete", {"entityTypeId": 2, "id": 1})
+    if name == "batch":
+        _deals(app, 52)
+        return _batch(app, {"deals": "crm.deal.list?select[]=ID&start=0", "first": "crm.deal.list?filter[ID]=1&select[]=TITLE&start=0"})
+    if name == "batch.error":
+        return _batch(app, {"known": "crm.category.get?entityTypeId=2&id=0", "missing": "crm.deal.get?id=999"})
+    if name == "error.QUERY_LIMIT_EXCEEDED.503":
+        _post(app, "profile")
+        return _post(app, "profile")
+    if name == "error.OPERATION_TIME_LIMIT.429":
+        _post(app, "crm.deal.list")
+        clock.advance(1)
+        return _post(app, "crm.deal.list")
+    if name == "error.not-found.400":
+        return _post(app, "crm.deal.get", {"id": 999})
+    if name == "error.NOT_FOUND.400":
+        return _post(app, "crm.category.get", {"entityTypeId": 2, "id": 999})
+    if name == "error.ERROR_METHOD_NOT_FOUND.404":
+        return _post(app, "crm.no.such")
+    if name == "error.NO_AUTH_FOUND.401":
+        return _post(app, "profile", path="/rest/1/wrong0code/profile")
+    if name in ("error.expired_token.401", "oauth.token"):
+        tokens = app.add_oauth_client("local.shapes", "shapes-secret")
+        app.expire_tokens()
+        if name == "error.expired_token.401":
+            return _post(app, "profile", {"auth": tokens["access_token"]}, path="/rest/profile")
+        query = urlencode({"grant_type": "refresh_token", "client_id": "local.shapes", "client_secret": "shapes-secret", "refresh_token": tokens["refresh_token"]})
+        response = app.request("GET", "/oauth/token/", query=query)
+        return response.status, json.loads(response.body)
+    raise AssertionError(f"no recipe for fixture {name}")
+
+
+# fixture -> (limits of its emulator, keys the emulator may add)
+SHAPE_CASES = {
+    "error.QUERY_LIMIT_EXCEEDED.503": ({"rate": 1.0, "burst": 1.0}, frozenset()),
+    # the real 429 body shows no time block; the emulator adds one (the client reads it when present)
+    "error.OPERATION_TIME_LIMIT.429": ({"operating_budget": 0.001}, frozenset({"time"})),
+}
+
+
+def _fixture_names() -> list[str]:
+    return sorted(path.name[: -len(".json")] for path in FIXTURES.glob("*.json"))
+
+
+def test_there_are_fixtures_to_check():
+    assert len(_fixture_names()) >= 20
+
+
+@pytest.mark.parametrize("name", _fixture_names())
+def test_the_emulator_answers_in_the_shape_of_each_fixture(name, clock):
+    expected = json.loads((FIXTURES / f"{name}.json").read_text(encoding="utf-8"))
+    limits, extra = SHAPE_CASES.get(name, ({}, frozenset()))
+    status, actual = _recipe(name, _app(clock, **limits), clock)
+    parts = name.split(".")
+    expected_status = int(parts[-1]) if parts[-1].isdigit() else 200
+    assert status == expected_status
+    assert shape_differences(expected, actual, extra=extra) == []
+    if name.startswith("error."):
+        assert {"error", "error_description"} <= set(actual) and (actual["error"] == expected["error"])
+
+
+def test_the_shape_check_sees_drift():
+    real = {"result": {"result": {"a": [{"ID": "1"}]}, "result_error": [], "result_time": {"a": {"start": 1.5}}}}
+    assert shape_differences(real, real) == []
+    drifted = {"result": {"result": {"a": [{"ID": 1}]}, "result_error": {}, "result_time": {"a": {"start": 1.5, "x": 0}}}}
+    assert shape_differences(real, drifted) == [
+        "$.result.result.a[0].ID: string expected, number found",
+        "$.result.result_error: list expected, object found",
+        "$.result.result_time.a: unexpected key 'x'",
+    ]

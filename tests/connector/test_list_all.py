@@ -13,7 +13,8 @@ import pytest
 from connector import errors
 from connector.catalog import ListShape
 from connector.client import RetryPolicy
-from connector.keyset import PAGE, KeysetExport
+from connector.envelope import BatchParts, Reply
+from connector.keyset import PAGE, KeysetExport, OffsetPages, Segment
 
 from .conftest import FailFirstCommand
 
@@ -459,3 +460,65 @@ def test_a_known_ceiling_still_exports_everything_below_it(seeded, client_for, c
     flt = {">ID": ids[10], "<=ID": top}
     got = [int(r["ID"]) for r in client.list_all("crm.deal.list", flt, ["ID"], ceiling=top, batch_size=3, concurrency=concurrency)]
     assert got == [i for i in ids if ids[10] < i <= top]
+
+
+# ---------------------------------------------------------------- the paginators on their own
+
+
+def _parts(results=None, errors_=None):
+    return BatchParts(results=results or {}, errors=errors_ or {})
+
+
+def test_a_bad_row_refuses_its_whole_page_and_the_cursor_stays():
+    export = KeysetExport("crm.deal.list", {">ID": 10})
+    with pytest.raises(errors.BadReplyError, match="a row has no integer ID"):
+        export.consume([{"ID": "11"}, {"ID": "12"}, {"TITLE": "no id"}])
+    assert export.cursor == 10 and export.rows == 0
+
+
+def test_a_batch_read_keeps_the_rows_before_a_bad_page():
+    export = KeysetExport("crm.deal.list")
+    export.known_ceiling(10_000)
+    commands = export.commands("chain", 3)
+    assert list(commands) == ["p0", "p1", "p2"]
+    full = [{"ID": str(i)} for i in range(1, PAGE + 1)]
+    read = export.read_batch(commands, _parts({"p0": full, "p1": None}))
+    assert read.rows == full and read.advanced and isinstance(read.error, errors.BadReplyError)
+    assert export.cursor == PAGE and not export.done
+
+
+def test_a_batch_read_names_the_command_the_portal_refused():
+    export = KeysetExport("crm.deal.list")
+    read = export.read_batch(export.commands("chain", 3), _parts(errors_={"top": {"error": "", "error_description": "Access denied."}}))
+    assert isinstance(read.error, errors.BatchCommandError) and read.error.command == "top" and not read.advanced
+
+
+def test_a_segment_read_stops_at_a_bad_page():
+    export = KeysetExport("crm.deal.list")
+    segment = Segment(0, 500)
+    commands = export.segment_commands(0, 500, 3)
+    export.read_segment(segment, commands, _parts({"s0": [{"ID": str(i)} for i in range(1, PAGE + 1)], "s1": {"rows": "?"}}))
+    assert segment.cursor == PAGE and not segment.complete and isinstance(segment.error, errors.BadReplyError)
+    assert export.cursor == 0  # the export's cursor moves only when the rows are emitted
+    assert len(list(export.emit(segment.rows))) == PAGE and export.cursor == PAGE
+
+
+@pytest.mark.parametrize(
+    ("start", "reply", "rows", "outcome"),
+    [
+        (0, Reply([], next=None), 0, None),
+        (0, Reply([], next=50, total=120), 50, 50),
+        (50, Reply([], next=50, total=120), 50, "next 50 does not move past start 50"),
+        (50, Reply([], next=10, total=120), 50, "next 10 does not move past start 50"),
+        (0, Reply([], next=50, total=40), 50, "next 50 is past total 40"),
+        (0, Reply([], next=50, total=120), 0, "an empty page promises a next one"),
+    ],
+    ids=["last-page", "next-page", "same-start", "backwards", "past-total", "empty-with-next"],
+)
+def test_offset_pages_refuse_a_next_that_would_page_forever(start, reply, rows, outcome):
+    pager = OffsetPages("crm.category.list", start)
+    if isinstance(outcome, str):
+        with pytest.raises(errors.BadReplyError, match=outcome):
+            pager.following(reply, rows)
+    else:
+        assert pager.following(reply, rows) == outcome

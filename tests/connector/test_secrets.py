@@ -144,3 +144,36 @@ def test_no_canary_escapes(make_emulator, tmp_path, caplog, capfd):
         assert not leaks, f"{secret[:6]}… leaked in: {leaks[0][:300]!r}"
     client.close()
     oauth.close()
+
+
+def test_a_logger_that_did_not_exist_before_is_masked_too(caplog):
+    """Secrets are masked where records are made, whatever logger or handler: a fresh one at DEBUG, its own handler."""
+    import io
+    import uuid
+
+    from connector import redact
+
+    token = "CANARYoauthToken7d6c5b"
+    redact.register(token)
+    name = f"jobs.sync.fresh_{uuid.uuid4().hex}"
+    logger = logging.getLogger(name)  # created now, after the connector was imported
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with caplog.at_level(logging.DEBUG, logger=name):
+            logger.debug("calling %s with auth=%s", f"https://portal.example.ru/rest/1/{WEBHOOK_CODE}/crm.deal.list", token)
+            logger.info("token reply: %r", {"access_token": token, "refresh_token": REFRESH})
+            try:
+                raise RuntimeError(f"failed at https://portal.example.ru/rest/1/{WEBHOOK_CODE}/profile")
+            except RuntimeError:
+                logger.exception("with a traceback")
+    finally:
+        logger.removeHandler(handler)
+    printed = stream.getvalue() + caplog.text
+    assert "/rest/1/***/crm.deal.list" in printed and "auth=***" in printed and "Traceback" in printed
+    for secret in (WEBHOOK_CODE, token, REFRESH):
+        assert secret not in printed
+    assert all(secret not in record.getMessage() for record in caplog.records for secret in (WEBHOOK_CODE, token, REFRESH))
