@@ -16,6 +16,7 @@ from typing import Any
 from connector.catalog import DEAL, LEAD_STATUS, stage_entity_id, stage_prefix
 from connector.errors import B24Error, FatalError
 from jobs.errors import failure_of
+from jobs.portal import portal_address
 from jobs.provision.changes import Action, Change, Kind, Plan, ProvisionError, StalePlan
 from jobs.provision.identity import ORIGINATOR, ORIGINATOR_NEW, keyed
 from jobs.provision.order import legal_order, legal_sort
@@ -34,7 +35,7 @@ class ApplyFailed(ProvisionError):
     """A portal error stopped apply; the message says whether anything was written."""
 
     @classmethod
-    def after(cls, exc: B24Error, attempted: int, portal: str | None = None) -> "ApplyFailed":
+    def after(cls, exc: B24Error | UnexpectedReply, attempted: int, portal: str | None = None) -> "ApplyFailed":
         """The error of ``exc`` and what it means for the portal, ``attempted`` writes having been sent."""
         note = (
             "Nothing was changed on the portal." if not attempted
@@ -50,8 +51,8 @@ def apply(client: Any, plan: Plan, *, allow_delete: bool = False, progress: Prog
     longer matches the portal: the funnels changed, or a stage or pipeline it deletes holds a different
     number of records than the plan counted. All of that is checked before the first write, so a
     refusal leaves the portal untouched. Every step re-reads the part of the portal it changes, so a run that
-    was killed halfway leaves a state from which a fresh plan converges. A portal error is raised as
-    ``ApplyFailed``, saying whether anything was written.
+    was killed halfway leaves a state from which a fresh plan converges. A portal error (or a reply
+    that is not Bitrix24's) is raised as ``ApplyFailed``, saying whether anything was written.
     """
     if plan.errors:
         raise ProvisionError(plan.errors)
@@ -66,9 +67,7 @@ def apply(client: Any, plan: Plan, *, allow_delete: bool = False, progress: Prog
         _check_fresh(client, plan)
         if plan.has_changes:
             _run(writer, plan)
-    except B24Error as exc:
-        from jobs.portal import portal_address
-
+    except (B24Error, UnexpectedReply) as exc:
         raise ApplyFailed.after(exc, writer.attempted, portal_address(client.auth)) from exc
     return writer.writes
 

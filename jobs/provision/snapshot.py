@@ -88,8 +88,12 @@ def _category(raw: Any) -> dict[str, Any]:
         raise UnexpectedReply("not a Bitrix24 reply from crm.category.list: a category without an id")
     category = dict(raw)
     category["id"] = int(raw["id"])
-    if not isinstance(category.get("name"), (str, type(None))) or not _int_like(category.get("sort", 0) or 0):
-        raise UnexpectedReply(f"not a Bitrix24 reply from crm.category.list: category {category['id']} has a bad name or sort")
+    if (
+        not isinstance(category.get("name"), str)
+        or not _int_like(category.get("sort") or 0)
+        or not all(isinstance(category.get(k), (str, int, type(None))) for k in ("originId", "originatorId"))
+    ):
+        raise UnexpectedReply(f"not a Bitrix24 reply from crm.category.list: category {category['id']} has a bad name, sort or origin")
     return category
 
 
@@ -108,12 +112,14 @@ def status_rows(result: Any, entity: str) -> list[dict[str, Any]]:
 
 
 def _status_row(row: Any) -> bool:
+    """True when ``row`` has the fields of a crm.status row with the types Bitrix24 gives them."""
     return (
         isinstance(row, dict)
         and _int_like(row.get("ID"))
         and isinstance(row.get("STATUS_ID"), str)
+        and isinstance(row.get("ENTITY_ID"), str)
         and _int_like(row.get("SORT") or 0)
-        and isinstance(row.get("NAME") or "", str)
+        and all(isinstance(row.get(k), (str, type(None))) for k in ("NAME", "COLOR", "SEMANTICS", "SYSTEM"))
     )
 
 
