@@ -1,7 +1,8 @@
 """The emulated portal's state: every record, dictionary and queue, behind one lock.
 
 ``Portal`` is plain data plus a clock; the rules live in the method modules that change it.
-It can be saved to and loaded from a file (``--state PATH``) so a portal survives restarts.
+It can be saved to and loaded from a JSON-lines file (``--state PATH``, ``statefile.py``) so a
+portal survives restarts.
 """
 
 from __future__ import annotations
@@ -10,30 +11,29 @@ import contextlib
 import gc
 import math
 import os
-import pickle
-import tempfile
 import threading
 import time
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from connector.catalog import DEAL, ENTITY_TYPE_IDS, LEAD
+from connector.emulator import statefile
 from connector.envelope import parse_offset
 
 
 class Portal:
     """All state of one emulated Bitrix24 portal.
 
-    Containers (each owned by the method module named in brackets):
+    Containers (each owned by the module named in brackets):
 
     - ``records[entity][id] -> dict``: leads, deals, contacts, companies, keyed by int ID,
-      values by their legacy UPPER_CASE field names [methods/entities.py]
+      values by their legacy UPPER_CASE field names [records/write.py]
     - ``statuses[id] -> dict``: crm.status rows (stages of every pipeline, lead statuses, SOURCE,
       and the other dictionaries), keyed by the numeric status ``ID`` [methods/pipelines.py]
     - ``categories[id] -> dict``: deal pipelines, id 0 is the default one [methods/pipelines.py]
-    - ``history[entity_type_id] -> list[dict]``: stage history rows in ID order [methods/entities.py]
-    - ``userfields[entity][id] -> dict``: UF_CRM_* field definitions [methods/entities.py]
+    - ``history[entity_type_id] -> list[dict]``: stage history rows in ID order, written as
+      ``history_mode`` says [records/history.py]
+    - ``userfields[entity][id] -> dict``: UF_CRM_* field definitions [methods/userfields.py]
     - ``users[id] -> dict``: employees for user.get [methods/users.py]
     - ``event_handlers``, ``offline_events``: event.* bindings and the offline queue [methods/events.py]
     - ``oauth``: apps, access and refresh tokens [app.py]
@@ -125,23 +125,27 @@ class Portal:
     # ------------------------------------------------------------------ persistence
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the state atomically (temp file + rename)."""
-        target = Path(path)
+        """Write the state atomically as a JSON-lines state file (see ``statefile.py``)."""
         with self.lock:
-            data = {k: v for k, v in self.__dict__.items() if k not in ("lock", "_clock", "tz")}
-            fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=".b24state-")
-            with os.fdopen(fd, "wb") as fh:
-                pickle.dump(data, fh, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, target)
+            statefile.write(path, {k: v for k, v in self.__dict__.items() if k not in _NOT_STATE})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "Portal":
-        """Read a state written by ``save``."""
-        with open(path, "rb") as fh, cyclic_gc_paused():  # a big state is millions of objects, no cycles
-            data = pickle.load(fh)
-        portal = cls(data.get("tz_text", "+03:00"))
-        portal.__dict__.update(data)
+        """Read a state written by ``save``; ``statefile.StateFileError`` (a ValueError) when it is not one.
+
+        Only JSON is read: a crafted file cannot run code, and an old pickled state is refused.
+        """
+        with cyclic_gc_paused():  # a big state is millions of objects, no cycles
+            data = statefile.read(path)
+        try:
+            portal = cls(str(data.get("tz_text", "+03:00")))
+        except ValueError:
+            raise statefile.StateFileError(f"{path}: the portal's timezone {data.get('tz_text')!r} is not an offset") from None
+        portal.__dict__.update({k: v for k, v in data.items() if k not in _NOT_STATE})
         return portal
+
+
+_NOT_STATE = ("lock", "_clock", "tz")  # rebuilt by the constructor, never stored
 
 
 @contextlib.contextmanager
