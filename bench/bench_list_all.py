@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from connector.auth import WebhookAuth  # noqa: E402
 from connector.client import Bitrix24Client  # noqa: E402
-from connector.ratelimit import LeakyBucket  # noqa: E402
+from connector.ratelimit import RequestPacer  # noqa: E402
 from connector.transport import HttpTransport  # noqa: E402
 
 SECRET = "bench-webhook-code"
@@ -78,6 +78,9 @@ class Emulator:
 def seeded_state(deals: int, cache: Path, workdir: Path) -> Path:
     """A state file of a portal seeded with about ``deals`` deals (built once, then cached)."""
     path = cache / f"portal-{deals}.state"
+    if path.exists() and not _loads(path, workdir):
+        print(f"the cached {path.name} was written by another emulator version: seeding again", flush=True)
+        path.unlink()
     if not path.exists():
         cache.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
@@ -90,10 +93,23 @@ def seeded_state(deals: int, cache: Path, workdir: Path) -> Path:
     return path
 
 
+def _loads(path: Path, workdir: Path) -> bool:
+    """True when today's emulator starts from (a copy of) the state file at ``path``."""
+    probe = workdir / "probe.state"
+    shutil.copyfile(path, probe)
+    try:
+        Emulator(probe, latency=0, workdir=workdir).stop()
+    except RuntimeError:
+        return False
+    finally:
+        probe.unlink(missing_ok=True)
+    return True
+
+
 # ---------------------------------------------------------------- exporters
 
 
-def ours(url: str, bucket: LeakyBucket, flt: dict[str, Any] | None = None) -> Callable[[Callable[[int], None]], int]:
+def ours(url: str, bucket: RequestPacer, flt: dict[str, Any] | None = None) -> Callable[[Callable[[int], None]], int]:
     """b24sync: list_all streams rows; nothing is kept but what ``seen`` records."""
 
     def run(seen: Callable[[int], None]) -> int:
@@ -134,7 +150,7 @@ class Churn:
     url: str
     ids: list[int]
     duration: float
-    bucket: LeakyBucket
+    bucket: RequestPacer
     seed: int = 7
     steps: int = 20
     deleted: set[int] = field(default_factory=set)
@@ -216,7 +232,7 @@ def _status_kb(name: str) -> int:
 
 def worker(args: argparse.Namespace) -> None:
     """One export in this (fresh) process: wall time, peak RSS growth, and the count of each ID seen."""
-    bucket = LeakyBucket()  # our client and our churn writer share the portal's bucket, as on one IP
+    bucket = RequestPacer()  # our client and our churn writer share the portal's bucket, as on one IP
     baseline = sorted(int(i) for i in Path(args.baseline).read_text().split()) if args.baseline else None
     counts = bytearray(4 * (max(baseline) if baseline else args.size) + 1024)
 

@@ -68,7 +68,7 @@ def test_good_method_names_pass(name):
 
 def test_no_auth_object_builds_a_url_from_a_bad_name():
     tokens = Tokens.from_reply({"access_token": "acc-1234", "refresh_token": "ref-1234", "client_endpoint": "https://p.example.ru/rest/"})
-    for auth in (WebhookAuth("https://p.example.ru/rest/1/code1234/"), OAuthAuth("app", "secret", tokens)):
+    for auth in (WebhookAuth("https://p.example.ru/rest/1/code1234/"), OAuthAuth("app", "arg-test-client-secret-77", tokens)):
         with pytest.raises(InvalidMethodName):
             auth.target("../../oauth/token", {})
 

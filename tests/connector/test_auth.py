@@ -16,11 +16,9 @@ import responses
 
 from connector import errors, redact
 from connector.auth import JsonFileTokenStore, MemoryTokenStore, OAuthAuth, Tokens, WebhookAuth
-from connector.client import Bitrix24Client
-from connector.ratelimit import OperatingLedger, RequestPacer
 from connector.transport import HttpTransport
 
-from tests.conftest import make_client
+from tests.conftest import FakeClock, make_client
 
 CODE = "abcd1234efgh5678"
 
@@ -211,14 +209,14 @@ class _Barrier:
 
 
 @pytest.mark.parametrize("threads", [2, 6])
-def test_refresh_race_many_threads_one_refresh(make_emulator, tmp_path, threads):
+def test_refresh_race_many_threads_one_refresh(make_emulator, tmp_path, fake_time, threads):
     server = make_emulator(oauth=True)
     server.app.expire_tokens()
     data = server.oauth
     store = JsonFileTokenStore(tmp_path / "tokens.json")
     auth = OAuthAuth(data["client_id"], data["client_secret"], Tokens.from_reply(data), store=store)
     transport = _Barrier(HttpTransport(), threads)
-    client = Bitrix24Client(transport, auth, bucket=RequestPacer(burst=10_000, rate=10_000), ledger=OperatingLedger())
+    client = make_client(transport, auth, fake_time)
     results: list[object] = []
     failures: list[BaseException] = []
 
@@ -242,7 +240,7 @@ def test_refresh_race_many_threads_one_refresh(make_emulator, tmp_path, threads)
     client.close()
 
 
-def test_new_tokens_are_stored_before_any_call_uses_them(make_emulator):
+def test_new_tokens_are_stored_before_any_call_uses_them(make_emulator, fake_time):
     server = make_emulator(oauth=True)
     server.app.expire_tokens()
     events: list[str] = []
@@ -259,7 +257,7 @@ def test_new_tokens_are_stored_before_any_call_uses_them(make_emulator):
 
     data = server.oauth
     auth = OAuthAuth(data["client_id"], data["client_secret"], Tokens.from_reply(data), store=Recording())
-    client = Bitrix24Client(Spy(), auth, bucket=RequestPacer(burst=10_000, rate=10_000))
+    client = make_client(Spy(), auth, fake_time)
     client.call("crm.category.list", {"entityTypeId": 2})
     new = auth.tokens.access_token
     assert events == [f"sent {data['access_token']}", f"saved {new}", f"sent {new}"]
@@ -273,7 +271,7 @@ def _file_client(server, path):
     if store.load() is None:
         store.save(Tokens.from_reply(data))
     auth = OAuthAuth(data["client_id"], data["client_secret"], store=store)
-    return Bitrix24Client(HttpTransport(), auth, bucket=RequestPacer(burst=10_000, rate=10_000), ledger=OperatingLedger()), auth
+    return make_client(HttpTransport(), auth, FakeClock()), auth
 
 
 def test_two_clients_on_one_token_file_refresh_once(make_emulator, tmp_path):
@@ -311,13 +309,14 @@ _PROCESS = r"""
 import sys, time
 from pathlib import Path
 from connector.auth import JsonFileTokenStore, OAuthAuth
-from connector.client import Bitrix24Client
+from connector.client import Bitrix24Client, RetryPolicy
 from connector.ratelimit import OperatingLedger, RequestPacer
 from connector.transport import HttpTransport
 
 path, client_id, secret, ready, go = sys.argv[1:6]
 auth = OAuthAuth(client_id, secret, store=JsonFileTokenStore(path))
-client = Bitrix24Client(HttpTransport(), auth, bucket=RequestPacer(burst=10_000, rate=10_000), ledger=OperatingLedger())
+# a process of its own runs on the real clock, so its deadline is short
+client = Bitrix24Client(HttpTransport(), auth, bucket=RequestPacer(burst=10_000, rate=10_000), ledger=OperatingLedger(), retry=RetryPolicy(max_elapsed=60))
 Path(ready).touch()
 while not Path(go).exists():
     time.sleep(0.01)
