@@ -1,0 +1,148 @@
+"""The report's aggregate queries over the cohort table: grouped facts, entered stages, time in stage,
+cycle time. Each returns a few rows per stage and slice, never a row per history entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from jobs.report.cohort import Scope, card_filter, flag
+from jobs.report.figures import Durations
+from jobs.report.modes import EnteredGroup, FactGroup
+from jobs.report.portable import MEDIAN, P90, money, percentiles, seconds_between
+
+TOTAL = "\x00total"  # the slice key of the total in per-slice results (a slice key is never this)
+
+
+def facts(conn: Connection, cohort: sa.Table, key: str = "slice") -> list[FactGroup]:
+    """Cards grouped by (``key``, reach, position, semantics letter, moved, currency), with count and cents.
+
+    ``key`` is the cohort column the groups are sliced by: ``slice`` (the ``--by`` key) or ``source``.
+    """
+    k = cohort.c
+    keys = (k[key].label("slice"), k.reach, k.position, k.letter, k.moved, k.currency)
+    query = sa.select(*keys, sa.func.count().label("n"), sa.func.sum(k.cents).label("cents")).group_by(*keys)
+    return [
+        FactGroup(row.slice, int(row.reach or 0), row.position or "", row.letter, bool(row.moved), row.currency or "",
+                  int(row.n), money(row.cents))
+        for row in conn.execute(query)
+    ]
+
+
+def entered(conn: Connection, scope: Scope, cohort: sa.Table) -> list[EnteredGroup]:
+    """Cards grouped by (slice, currency) per flagged stage they entered, with count and cents.
+
+    A card entered a stage when it has a history row there in the pipeline (or is positioned there);
+    the cohort carries one flag per stage of ``scope.flagged``.
+    """
+    k = cohort.c
+    if not scope.flagged:
+        return []
+    sums = []
+    for index in range(len(scope.flagged)):
+        column = k[flag(index)]
+        sums += [sa.func.sum(column).label(f"n{index}"),
+                 sa.func.sum(sa.case((column == 1, k.cents), else_=0)).label(f"c{index}")]
+    query = sa.select(k.slice, k.currency, *sums).group_by(k.slice, k.currency)
+    groups = []
+    for row in conn.execute(query):
+        for index, stage_id in enumerate(scope.flagged):
+            count = int(row._mapping[f"n{index}"] or 0)
+            if count:
+                groups.append(EnteredGroup(row.slice, stage_id, row.currency or "", count, money(row._mapping[f"c{index}"])))
+    return groups
+
+
+def stages_in_history(conn: Connection, scope: Scope) -> list[str]:
+    """Every STATUS_ID the pipeline's history rows name, found by a loose index scan (one seek per stage).
+
+    ``WITH RECURSIVE`` walks the (category, stage) index from one stage to the next instead of
+    reading every row; it runs the same on SQLite and PostgreSQL.
+    """
+    e = scope.entity
+    h = e.history
+    stage = h.c[e.stage]
+    first = sa.select(sa.func.min(stage).label("stage")).where(scope.in_pipeline(h), stage.is_not(None))
+    walk = first.cte("walk", recursive=True)
+    inner = h.alias("later")
+    following = (sa.select(sa.func.min(inner.c[e.stage]))
+                 .where(scope.in_pipeline(inner), inner.c[e.stage] > walk.c.stage)
+                 .scalar_subquery())
+    walk = walk.union_all(sa.select(following.label("stage")).where(walk.c.stage.is_not(None)))
+    return [row.stage for row in conn.execute(sa.select(walk.c.stage).where(walk.c.stage.is_not(None)))]
+
+
+def stays(scope: Scope, cohort: sa.Table) -> sa.Subquery:
+    """Completed stays of the cohort's cards in the pipeline's stages: (slice, stage, seconds).
+
+    A stay runs from a history row to the card's next history row (in any pipeline), rows in ID order;
+    the stay a card is still in has no next row and is left out.
+    """
+    e = scope.entity
+    h, k = e.history, cohort.c
+    following = (
+        sa.select(
+            h.c[e.owner].label("card_id"),
+            h.c[e.stage].label("stage"),
+            scope.in_pipeline(h).label("here") if e.category is not None else sa.true().label("here"),
+            h.c.date_create.label("entered"),
+            sa.func.lead(h.c.date_create).over(partition_by=h.c[e.owner], order_by=h.c.id).label("left_at"),
+        )
+        .where(*scope.history_window(h), h.c[e.owner].in_(sa.select(k.id)))
+        .subquery("following")
+    )
+    return (
+        sa.select(k.slice.label("slice"), following.c.stage, seconds_between(following.c.left_at, following.c.entered).label("seconds"))
+        .select_from(following.join(cohort, cohort.c.id == following.c.card_id))
+        .where(following.c.here, following.c.left_at.is_not(None))
+        .subquery("stays")
+    )
+
+
+def _durations(found: dict[tuple[Any, ...], tuple[int, dict[int, float | None]]]) -> dict[tuple[Any, ...], Durations]:
+    return {key: Durations(n, values.get(MEDIAN), values.get(P90)) for key, (n, values) in found.items()}
+
+
+def durations(conn: Connection, scope: Scope, cohort: sa.Table) -> dict[Any, dict[str, Durations]]:
+    """Per slice (``TOTAL`` for all cards) and stage: how many completed stays, their median and p90."""
+    source = stays(scope, cohort)
+    result: dict[Any, dict[str, Durations]] = {TOTAL: {}}
+    for (stage,), value in _durations(percentiles(conn, source, ["stage"], "seconds")).items():
+        result[TOTAL][stage] = value
+    if scope.by is not None:
+        for (slice_key, stage), value in _durations(percentiles(conn, source, ["slice", "stage"], "seconds")).items():
+            result.setdefault(slice_key, {})[stage] = value
+    return result
+
+
+def cycle_times(conn: Connection, scope: Scope, cohort: sa.Table) -> dict[Any, float | None]:
+    """Per slice (``TOTAL`` for all cards): the median time from creation to won over the won cards."""
+    k = cohort.c
+    won = (
+        sa.select(k.slice.label("slice"), seconds_between(k.won_at, k.created).label("seconds"))
+        .where(k.position.in_(scope.success_ids), k.moved == 0, k.won_at.is_not(None), k.created.is_not(None))
+        .subquery("won")
+    )
+    result: dict[Any, float | None] = {}
+    for _, (n, values) in percentiles(conn, won, [], "seconds", (MEDIAN,)).items():
+        result[TOTAL] = values.get(MEDIAN)
+    if scope.by is not None:
+        for (slice_key,), (n, values) in percentiles(conn, won, ["slice"], "seconds", (MEDIAN,)).items():
+            result[slice_key] = values.get(MEDIAN)
+    return result
+
+
+def creation_range(conn: Connection, scope: Scope) -> tuple[datetime, datetime] | None:
+    """The first and last creation moments of the cards the filters let through (for ``--by month``)."""
+    c = scope.entity.cards.c
+    ids = card_filter(scope).subquery("filtered")
+    row = conn.execute(sa.select(sa.func.min(c.date_create), sa.func.max(c.date_create))
+                       .where(c.id.in_(sa.select(ids.c.id)))).first()
+    if row is None or row[0] is None:
+        return None
+    return row[0], row[1]
