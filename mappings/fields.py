@@ -256,17 +256,13 @@ def parse_date(value: Any, portal_tz: tzinfo) -> date | None:
 def _date(value: Any, portal_tz: tzinfo) -> date | None:
     """A date-typed field as the portal-local calendar date.
 
-    BEGINDATE/CLOSEDATE/BIRTHDATE come as datetimes at local midnight (``2024-08-30T00:00:00+03:00``);
-    the date is taken in the portal's offset, so a value printed in another offset lands on the
-    same local day. Empty -> None.
+    BEGINDATE/CLOSEDATE/BIRTHDATE are calendar dates the portal prints as its local midnight
+    (``2024-08-30T00:00:00+03:00``, or ``+02:00`` once its offset changed for winter): the date
+    is the one printed, in the value's own offset, never shifted to UTC or to another offset.
+    Empty -> None.
     """
     moment = parse_moment(value, portal_tz)
-    if moment is None:
-        return None
-    try:
-        return moment.astimezone(portal_tz).date()
-    except (OverflowError, ValueError):
-        raise FieldError(f"{_short(value)} is out of range") from None
+    return None if moment is None else moment.date()
 
 
 def portal_time(block: Any) -> datetime:

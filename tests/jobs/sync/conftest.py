@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from connector.auth import OAuthAuth, Tokens, WebhookAuth
 from connector.client import Bitrix24Client, RetryPolicy
 from connector.emulator.app import EmulatorApp
+from connector.ratelimit import LeakyBucket
 from connector.transport import HttpTransport, WsgiTransport
 from jobs.sync import run_sync
 from mappings import entities as ent, tables
@@ -29,20 +30,24 @@ UTC = timezone.utc
 FAST_RETRY = RetryPolicy(attempts=8, max_elapsed=60.0, base=0.01, cap=0.2)
 
 
-def client_of(target: Any, *, retry: RetryPolicy = FAST_RETRY, oauth: bool = False) -> Bitrix24Client:
-    """A client for an emulator served over HTTP (``EmulatorServer``) or in-process (``EmulatorApp``)."""
+def client_of(target: Any, *, retry: RetryPolicy = FAST_RETRY, oauth: bool = False, bucket: Any = None) -> Bitrix24Client:
+    """A client for an emulator served over HTTP (``EmulatorServer``) or in-process (``EmulatorApp``).
+
+    Its own pacing is generous (the test emulators are) unless ``bucket`` says otherwise.
+    """
+    bucket = bucket if bucket is not None else LeakyBucket(burst=1e9, rate=1e9)
     if isinstance(target, EmulatorApp):
         auth: Any = WebhookAuth(f"http://portal.test:80/rest/1/{WEBHOOK_CODE}/")
         if oauth:
             tokens = target.oauth
             auth = OAuthAuth(tokens["client_id"], tokens["client_secret"],
                              Tokens.from_reply({**tokens, "client_endpoint": "http://portal.test:80/rest/"}))
-        return Bitrix24Client(WsgiTransport(target), auth, retry=retry)
+        return Bitrix24Client(WsgiTransport(target), auth, retry=retry, bucket=bucket)
     if oauth:
         tokens = target.oauth
         auth = OAuthAuth(tokens["client_id"], tokens["client_secret"], Tokens.from_reply(tokens))
-        return Bitrix24Client(HttpTransport(), auth, retry=retry)
-    return Bitrix24Client(HttpTransport(), WebhookAuth(target.url), retry=retry)
+        return Bitrix24Client(HttpTransport(), auth, retry=retry, bucket=bucket)
+    return Bitrix24Client(HttpTransport(), WebhookAuth(target.url), retry=retry, bucket=bucket)
 
 
 def sync(target: Any, engine: Any, **options: Any) -> Any:
@@ -89,7 +94,7 @@ def snapshot(engine: Any) -> dict[str, list[dict[str, Any]]]:
     with engine.connect() as conn:
         out = {}
         for name in sa.inspect(conn).get_table_names():
-            if name in ("alembic_version", "b24sync_lease", "b24sync_run"):
+            if name in ("alembic_version", "b24sync_lease", "b24sync_run", "b24sync_portal"):  # bookkeeping of runs
                 continue
             table = sa.Table(name, sa.MetaData(), autoload_with=conn)
             out[name] = sorted((json.dumps(dict(r), default=str, sort_keys=True) for r in conn.execute(sa.select(table)).mappings()))
@@ -244,6 +249,22 @@ class MirrorCheck:
 def assert_mirror(engine: Any, app: EmulatorApp, ever_seen: dict[str, set[int]] | None = None) -> None:
     """The mirror behind ``engine`` equals the portal behind ``app`` in every table."""
     MirrorCheck(engine, app).everything(ever_seen)
+
+
+@pytest.fixture
+def wrap_method(monkeypatch: Any) -> Any:
+    """``wrap_method(name, wrapper)``: the emulator calls ``wrapper(call, original_handler)`` for ``name`` in this test."""
+    import dataclasses
+
+    from connector.emulator import registry
+
+    def wrap(name: str, wrapper: Any) -> None:
+        spec = registry.lookup(name)
+        assert spec is not None, name
+        original = spec.handler
+        monkeypatch.setitem(registry.METHODS, name.lower(), dataclasses.replace(spec, handler=lambda call: wrapper(call, original)))
+
+    return wrap
 
 
 @pytest.fixture
