@@ -4,8 +4,9 @@ Walked chunk by chunk in ID order, so memory stays flat: a mirror row whose ID t
 longer lists gets ``deleted_at``; a row marked deleted that the portal lists again (restored from
 the recycle bin) and a record the mirror lacks are fetched and written (which clears the mark).
 Stage history is re-read whole: rows the portal rewrote are updated, rows it dropped are marked,
-never removed. Only IDs up to the top ID probed at the start are compared, so a record created
-meanwhile is never taken for a deleted one.
+never removed. The portal's IDs are read up to the top ID probed at the start; every mirror row
+is older than that probe (the run wrote them before), so a mirror row the walk did not meet, above
+the top ID included, is gone from the portal.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from mappings import entities as ent
 log = logging.getLogger(__name__)
 
 ID_CHUNK = 5000  # portal IDs compared per step
+END = 2**63 - 1  # above every ID
 FETCH_BATCH = 50  # IDs per list command when fetching records by ID (50 commands per batch)
 
 
@@ -72,7 +74,7 @@ def records(ctx: Context, stream: ent.Stream, select: Sequence[str], result: Str
         if ctx.stopped():
             result.status = INTERRUPTED
             return
-    _compare(ctx, stream, select, set(), low, max(top, low), result)
+    _compare(ctx, stream, select, set(), low, END, result)
 
 
 def _compare(ctx: Context, stream: ent.Stream, select: Sequence[str], portal: set[int], low: int, high: int,
@@ -127,7 +129,7 @@ def history(ctx: Context, stream: ent.Stream, result: StreamResult) -> None:
                 return
     finally:
         pump.close()
-    result.deleted += _mark_unlisted(ctx, stream, set(), low, max(top, low))
+    result.deleted += _mark_unlisted(ctx, stream, set(), low, END)
 
 
 def _mark_unlisted(ctx: Context, stream: ent.Stream, listed: set[int], low: int, high: int) -> int:

@@ -331,7 +331,7 @@ class Writer:
             changed = [row for key, row in rows.items() if key in stored and stored[key] != (row["raw"], None)]
             db.upsert(conn, table, new)
             if changed:  # first_seen_at stays as it was
-                db.upsert(conn, table, [{k: v for k, v in row.items() if k != "first_seen_at"} for row in changed])
+                db.upsert(conn, table, changed, update=[k for k in changed[0] if k not in ("id", "first_seen_at")])
             result.inserted, result.updated = len(new), len(changed)
             if state is not None:
                 st.save(conn, state)

@@ -109,10 +109,47 @@ def listed(app: EmulatorApp, method: str, params: dict[str, Any] | None = None) 
     return list(client.list_all(method, select=(params or {}).get("select")))
 
 
+class SettableClock:
+    """A portal clock that only moves when the test says so: ``clock.tick(seconds)``, ``clock.now``."""
+
+    def __init__(self, start: float = 1_780_000_000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def tick(self, seconds: float = 1.0) -> None:
+        """Move the portal's time."""
+        self.now += seconds
+
+
+def clocked_app(make_emulator: Any, tz: str = "+03:00", **options: Any) -> tuple[EmulatorApp, SettableClock]:
+    """An in-process emulator on a fresh portal whose clock (records and reply time blocks) the test sets."""
+    from connector.emulator import new_portal
+
+    portal = new_portal(tz, **options)
+    clock = SettableClock()
+    portal.clock = clock
+    return make_emulator(portal, http=False, clock=clock), clock
+
+
 def _moment(text: Any) -> datetime | None:
     if text in (None, ""):
         return None
     return datetime.fromisoformat(str(text)).astimezone(UTC)
+
+
+def _same_value(got: Any, value: Any) -> bool:
+    """A typed user-field column against the portal's text, compared by the column's type."""
+    if isinstance(got, bool):
+        return got is (str(value) in ("1", "Y"))
+    if isinstance(got, int):
+        return got == int(value)
+    if isinstance(got, datetime):
+        return (got if got.tzinfo else got.replace(tzinfo=UTC)) == _moment(value)  # reflected: SQLite keeps naive UTC
+    if hasattr(got, "isoformat"):
+        return got.isoformat() == str(value)[:10]
+    return str(got) == str(value)
 
 
 class MirrorCheck:
@@ -187,7 +224,7 @@ class MirrorCheck:
                 elif value in (None, ""):
                     assert got in (None, ""), f"{entity} {key} {name}: {got!r} != {value!r}"
                 else:
-                    assert str(got) == str(value) or got == _moment(value), f"{entity} {key} {name}: {got!r} != {value!r}"
+                    assert _same_value(got, value), f"{entity} {key} {name}: {got!r} != {value!r}"
 
     def uf_definitions(self, entity: str) -> list[dict[str, Any]]:
         """The portal's user-field definitions of an entity."""

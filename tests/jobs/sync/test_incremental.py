@@ -14,24 +14,10 @@ import sqlalchemy as sa
 from connector.emulator import new_portal
 from jobs.sync import state as st
 from mappings import tables
-from tests.jobs.sync.conftest import assert_mirror, client_of, requests_of, rows, snapshot, sync
+from tests.jobs.sync.conftest import SettableClock, assert_mirror, client_of, requests_of, rows, snapshot, sync
 
 ROOT = Path(__file__).resolve().parents[3]
 UTC = timezone.utc
-
-
-class SettableClock:
-    """The portal's clock, set by the test: ``clock.at(...)``, ``clock.tick(s)``."""
-
-    def __init__(self, start: float = 1_780_000_000.0):
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def tick(self, seconds: float = 1.0) -> None:
-        """Move the portal's time."""
-        self.now += seconds
 
 
 def portal_with_clock(tz: str = "+03:00") -> tuple[Any, SettableClock]:

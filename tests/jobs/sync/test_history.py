@@ -1,0 +1,98 @@
+"""Stage history: kept once per row and never removed, whatever the portal stops listing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connector.emulator import new_portal
+from mappings import tables
+from tests.jobs.sync.conftest import assert_mirror, client_of, rows, sync
+
+HISTORY = tables.crm_deal_stage_history
+
+
+def _stage_ids(client: Any, category: int) -> list[str]:
+    entity = "DEAL_STAGE" if category == 0 else f"DEAL_STAGE_{category}"
+    return [s["STATUS_ID"] for s in client.result("crm.status.list", {"filter": {"ENTITY_ID": entity}, "order": {"SORT": "ASC"}})]
+
+
+def _path(engine: Any, deal: int) -> list[tuple[int, int, str, Any]]:
+    return [(r["type_id"], r["category_id"], r["stage_id"], r["deleted_at"] is not None)
+            for r in rows(engine, HISTORY, HISTORY.c.deal_id == deal)]
+
+
+def test_a_deal_moved_to_another_pipeline_keeps_its_old_history(app: Any, mirror_engine: Any) -> None:
+    client = client_of(app)
+    other = client.result("crm.category.add", {"entityTypeId": 2, "fields": {"name": "Repeat sales"}})["category"]["id"]
+    stages = _stage_ids(client, 0)
+    deal = client.result("crm.deal.add", {"fields": {"TITLE": "mover"}})
+    client.call("crm.deal.update", {"id": deal, "fields": {"STAGE_ID": stages[1]}})
+    assert sync(app, mirror_engine).ok
+    client.call("crm.item.update", {"entityTypeId": 2, "id": deal, "fields": {"categoryId": other}})
+    client.call("crm.deal.update", {"id": deal, "fields": {"STAGE_ID": _stage_ids(client, other)[1]}})
+    assert sync(app, mirror_engine).ok
+    listed = client.result("crm.stagehistory.list", {"entityTypeId": 2, "filter": {"OWNER_ID": deal}})["items"]
+    assert [row["CATEGORY_ID"] for row in listed] == [other, other]  # the portal shows the current pipeline only
+    assert _path(mirror_engine, deal) == [(1, 0, stages[0], False), (2, 0, stages[1], False),
+                                          (5, other, f"C{other}:NEW", False), (2, other, _stage_ids(client, other)[1], False)]
+    result = sync(app, mirror_engine, reconcile=True)  # reconcile marks what the portal no longer lists, keeps it
+    assert result.ok and result.entities["deal_stage_history"].deleted == 2
+    assert [p[3] for p in _path(mirror_engine, deal)] == [True, True, False, False]
+    assert_mirror(mirror_engine, app)
+
+
+def test_a_deleted_deal_keeps_its_history(app: Any, mirror_engine: Any) -> None:
+    client = client_of(app)
+    stages = _stage_ids(client, 0)
+    deal = client.result("crm.deal.add", {"fields": {"TITLE": "lost"}})
+    client.call("crm.deal.update", {"id": deal, "fields": {"STAGE_ID": stages[2]}})
+    assert sync(app, mirror_engine).ok
+    client.call("crm.deal.delete", {"id": deal})
+    assert sync(app, mirror_engine, reconcile=True).ok
+    assert [p[:3] for p in _path(mirror_engine, deal)] == [(1, 0, stages[0]), (2, 0, stages[2])]
+    assert rows(mirror_engine, tables.crm_deal, tables.crm_deal.c.id == deal)[0]["deleted_at"] is not None
+
+
+def test_a_reopened_deal_keeps_its_final_row_on_legacy_portals(make_emulator: Any, mirror_engine: Any) -> None:
+    app = make_emulator(new_portal(history="legacy"), http=False)
+    client = client_of(app)
+    stages = _stage_ids(client, 0)
+    won = next(s for s in stages if s == "WON")
+    deal = client.result("crm.deal.add", {"fields": {"TITLE": "reopened"}})
+    client.call("crm.deal.update", {"id": deal, "fields": {"STAGE_ID": won}})
+    assert sync(app, mirror_engine).ok
+    client.call("crm.deal.update", {"id": deal, "fields": {"STAGE_ID": stages[1]}})  # the legacy writer drops the WON row
+    listed = [r["STAGE_ID"] for r in client.result("crm.stagehistory.list", {"entityTypeId": 2, "filter": {"OWNER_ID": deal}})["items"]]
+    assert won not in listed
+    assert sync(app, mirror_engine).ok
+    assert [p[2] for p in _path(mirror_engine, deal)] == [stages[0], won, stages[1]]
+
+
+def test_rows_the_portal_rewrote_are_updated_by_reconcile(app: Any, mirror_engine: Any) -> None:
+    client = client_of(app)
+    deal = client.result("crm.deal.add", {"fields": {"TITLE": "rewritten"}})
+    assert sync(app, mirror_engine).ok
+    first = rows(mirror_engine, HISTORY)[0]
+    with app.portal.lock:  # the portal rewrites a row in place (as it does for dates and the responsible user)
+        row = next(r for r in app.portal.history[2] if r["OWNER_ID"] == deal)
+        row["CREATED_TIME"] = "2025-01-02T03:04:05+03:00"
+    assert sync(app, mirror_engine).ok and rows(mirror_engine, HISTORY)[0]["raw"] == first["raw"]  # IDs did not move
+    result = sync(app, mirror_engine, reconcile=True)
+    assert result.ok and result.entities["deal_stage_history"].updated == 1
+    again = rows(mirror_engine, HISTORY)[0]
+    assert again["raw"]["CREATED_TIME"] == "2025-01-02T03:04:05+03:00" and again["first_seen_at"] == first["first_seen_at"]
+    assert again["date_create"].isoformat() == "2025-01-02T00:04:05+00:00"
+
+
+def test_lead_status_history_by_its_own_id(app: Any, mirror_engine: Any) -> None:
+    client = client_of(app)
+    leads = [client.result("crm.lead.add", {"fields": {"TITLE": f"l{i}"}}) for i in range(60)]
+    client.batch([("crm.lead.update", {"id": lead, "fields": {"STATUS_ID": "IN_PROCESS"}}) for lead in leads])
+    result = sync(app, mirror_engine)
+    assert result.ok and result.entities["lead_status_history"].inserted == 120
+    client.batch([("crm.lead.update", {"id": lead, "fields": {"STATUS_ID": "JUNK"}}) for lead in leads[:10]])
+    result = sync(app, mirror_engine)
+    assert result.entities["lead_status_history"].inserted == 10
+    table = tables.crm_lead_status_history
+    junk = rows(mirror_engine, table, table.c.status_id == "JUNK")
+    assert sorted(r["lead_id"] for r in junk) == leads[:10] and {r["status_semantic_id"] for r in junk} == {"F"}
