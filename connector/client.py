@@ -378,8 +378,8 @@ class Bitrix24Client:
                 retry.progressed()
             if read.error is None and (read.advanced or export.done):
                 continue
-            error = read.error or errors.BadReplyError("", f"the export does not advance past ID {export.cursor}", 200, method)
-            self._page_failed(retry, error, f"{method}: page after ID {export.cursor}")
+            stuck = errors.BadReplyError("", f"the export does not advance past ID {export.cursor}", 200, method)
+            self._page_failed(retry, read.error or stuck, f"{method}: page after ID {export.cursor}")
         self._count("exported_rows", export.rows)
 
     def _page_failed(self, retry: Retry, error: errors.B24Error, label: str) -> None:
@@ -413,15 +413,15 @@ class Bitrix24Client:
                     yield from export.emit(segment.rows)
                     if segment.complete:
                         break
+                    label = f"{export.method}: segment after ID {segment.cursor}"
                     if segment.cursor > low:
-                        retry.progressed()
-                    if segment.error is not None or segment.cursor <= low:
-                        error = segment.error or errors.BadReplyError("", f"the export does not advance past ID {segment.cursor}", 200, export.method)
-                        if segment.error is None:
-                            if not retry.again(error, wait=0.0, label=f"{export.method}: segment after ID {low}"):
-                                raise error
-                        else:
-                            self._page_failed(retry, error, f"{export.method}: segment after ID {segment.cursor}")
+                        retry.progressed()  # an overflowing segment: fetch its rest at once
+                    if segment.error is not None:
+                        self._page_failed(retry, segment.error, label)
+                    elif segment.cursor <= low:
+                        stuck = errors.BadReplyError("", f"the export does not advance past ID {low}", 200, export.method)
+                        if not retry.again(stuck, wait=0.0, label=label):
+                            raise stuck
                     low = segment.cursor
                     segment = self._fetch_segment(export, low, high, batch_size, retry.deadline)  # the rest of it, before later ones
                 retry.progressed()

@@ -52,23 +52,21 @@ class Reply:
         """The error that says this reply is not what ``method`` answers: ``what`` says why."""
         return bad_reply(self.method, what)
 
+    def _at(self, key: str | None) -> tuple[Any, str]:
+        """``result``, or ``result[key]`` of an object result, with its place for messages."""
+        if key is None:
+            return self.result, "result"
+        return as_mapping(self.result, self.method).get(key), f"result[{key}]"
+
     def mapping(self, key: str | None = None) -> dict[str, Any]:
         """``result`` (or ``result[key]``) as a mapping; PHP's ``[]`` for an empty object is ``{}``."""
-        value = self.result
-        where = "result"
-        if key is not None:
-            value = as_mapping(value, self.method, where).get(key)
-            where = f"result[{key}]"
+        value, where = self._at(key)
         return as_mapping(value, self.method, where)
 
     def rows(self, key: str | None = None) -> list[dict[str, Any]]:
         """The records of a list reply: ``result`` (legacy lists) or ``result[key]`` (``items``,
         ``categories``); every row a mapping. A PHP list with holes (an object keyed 0..n) counts."""
-        value = self.result
-        where = "result"
-        if key is not None:
-            value = as_mapping(value, self.method, where).get(key)
-            where = f"result[{key}]"
+        value, where = self._at(key)
         return as_rows(value, self.method, where)
 
     def counted_total(self) -> int:
