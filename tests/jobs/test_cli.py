@@ -34,6 +34,15 @@ def clean_env(monkeypatch: Any, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.fixture(autouse=True)
+def own_secrets(monkeypatch: Any) -> None:
+    """Only this test's secrets are masked: a secret another test registered (say, the word
+    "secret") must not mask the words of the messages checked here."""
+    from connector import redact
+
+    monkeypatch.setattr(redact, "_known", set())
+
+
 def run(*args: str, env: dict[str, str] | None = None) -> Any:
     return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
 
