@@ -411,6 +411,141 @@ def db_current_command(db: str | None, config: str | None, fmt: str) -> int:
     return current(db, config, fmt=fmt)
 
 
+# ---------------------------------------------------------------- report (funnels from the mirror)
+
+
+@main.group("report")
+def report_group() -> None:
+    """Funnel reports from the mirror: figures per stage, slices, drill-down (see the README, "Reports")."""
+
+
+def _report_filters(command: Any) -> Any:
+    """The options ``report funnel`` and ``report cards`` share, passed as one ``filters: Filters``."""
+
+    @functools.wraps(command)
+    def run(*args: Any, entity: str, pipeline: str | None, mode: str, date_from: str | None, date_to: str | None,
+            period: str, assigned: str | None, source: str | None, include_deleted: bool, **kwargs: Any) -> Any:
+        from jobs.report.command import Filters
+
+        filters = Filters(entity, pipeline, mode, date_from, date_to, period, assigned, source, include_deleted)
+        return command(*args, filters=filters, **kwargs)
+
+    run.__click_params__ = list(getattr(command, "__click_params__", []))  # type: ignore[attr-defined]
+    options = [
+        click.option("--entity", type=click.Choice(["deal", "lead"]), default="deal", show_default=True,
+                     help="Deal pipelines or the lead statuses."),
+        click.option("--pipeline", default=None, metavar="NAME|KEY|ID", help="Deal pipeline: name, config key or ID (default 0)."),
+        click.option("--mode", type=click.Choice(["conversion", "classic", "entered"]), default="conversion",
+                     show_default=True, help="How a card counts at stages (README, \"Reports\")."),
+        click.option("--from", "date_from", default=None, metavar="DATE", help="Period start, portal-local date (or with an offset)."),
+        click.option("--to", "date_to", default=None, metavar="DATE", help="Period end; a date includes that whole day."),
+        click.option("--period", type=click.Choice(["created", "active"]), default="created", show_default=True,
+                     help="created: cards created in the period; active: in the funnel during it."),
+        click.option("--assigned", default=None, metavar="NAME|ID", help="Only this manager's cards."),
+        click.option("--source", default=None, metavar="ID", help="Only cards of this source (SOURCE_ID)."),
+        click.option("--include-deleted", is_flag=True, help="Count cards deleted on the portal too."),
+    ]
+    for option in reversed(options):
+        run = option(run)
+    return _db_config(db_option(run))
+
+
+@report_group.command("funnel")
+@_report_filters
+@click.option("--by", type=click.Choice(["assigned", "source", "month"]), default=None,
+              help="Also one funnel per manager, source or creation month.")
+@format_option(("table", "csv", "json", "html"), default="table")
+@out_option("Write the report to FILE instead of stdout.")
+def report_funnel_command(filters: Any, db: str | None, config: str | None, by: str | None, fmt: str, out: Path | None) -> int:
+    """Count the cards of a pipeline at every stage and show where they are lost."""
+    from jobs.report.command import run_funnel
+
+    text = run_funnel(filters, by=by, fmt=fmt, db_url=db, config=config,
+                      terminal=_console() if out is None and fmt == "table" else None)
+    _report_out(text, out)
+    return 0
+
+
+@report_group.command("cards")
+@_report_filters
+@click.option("--stage", required=True, metavar="STATUS_ID", help="The stage whose cards to list.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N", help="At most N cards (newest entry first).")
+@format_option(("table", "csv", "json"), default="table")
+@out_option("Write the list to FILE instead of stdout.")
+def report_cards_command(filters: Any, db: str | None, config: str | None, stage: str, limit: int | None, fmt: str,
+                         out: Path | None) -> int:
+    """List the cards counted at one stage, with links to them on the portal."""
+    from jobs.report.command import run_cards
+
+    text = run_cards(filters, stage=stage, fmt=fmt, limit=limit, db_url=db, config=config,
+                     terminal=_console() if out is None and fmt == "table" else None)
+    _report_out(text, out)
+    return 0
+
+
+def _report_out(text: str | None, out: Path | None) -> None:
+    if text is None:
+        return
+    if out is not None:
+        write_text(out, text)
+        click.echo(f"wrote {out}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+# ---------------------------------------------------------------- worker, status, demo
+
+
+@main.command("worker")
+@click.option("--config", "configs", multiple=True, metavar="FILE",
+              help="A portal's config file (repeat for several portals; default: $B24SYNC_CONFIG, ./b24sync.toml).")
+@click.option("--config-dir", default=None, metavar="DIR", help="Also serve every *.toml config in this folder.")
+@click.option("--once", is_flag=True, help="Run every declared job once, now, and exit (for cron-driven set-ups).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, metavar="N",
+              help="Serve Prometheus metrics on /metrics and health on /healthz at this port (0: any free port, logged).")
+@click.option("--metrics-host", default="0.0.0.0", show_default=True, metavar="HOST", help="Address the metrics server binds.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Log lines on stderr for people (text) or log collectors (json).")
+@click.option("--lease-ttl", type=click.FloatRange(1, 3600), default=60.0, show_default=True, metavar="SECONDS",
+              help="How long a mirror's lease outlives a worker that died (it is renewed every third of it).")
+@click.option("--threads", type=click.IntRange(1, 256), default=None, metavar="N",
+              help="Jobs run at once, across portals (default: 3 per portal + 1, at most 32).")
+@click.option("--timeout", "timeout_seconds", default=None, metavar="SECONDS", type=click.FloatRange(0, MAX_TIMEOUT, min_open=True),
+              help="Longest wait for one call, batch or page, retries included (default: $B24SYNC_TIMEOUT, then 660).")
+def worker_command(configs: tuple[str, ...], config_dir: str | None, once: bool, metrics_port: int | None, metrics_host: str,
+                   log_format: str, lease_ttl: float, threads: int | None, timeout_seconds: float | None) -> int:
+    """Keep every configured portal's mirror fresh on the config's [schedule]: sync, reconcile, reports."""
+    from jobs.worker import run_worker
+
+    run = _invocation.get()
+    return run_worker(configs, config_dir, once=once, metrics_port=metrics_port, metrics_host=metrics_host,
+                      log_format=log_format, lease_ttl=lease_ttl, threads=threads, timeout=timeout_seconds,
+                      verbose=run.verbose if run else 0)
+
+
+@main.command("status")
+@db_option
+@_db_config
+@format_option()
+@click.option("--max-lag", type=click.FloatRange(0, min_open=True), default=None, metavar="SECONDS",
+              help="Exit 1 when an entity's mirror is further behind than this.")
+def status_command(db: str | None, config: str | None, fmt: str, max_lag: float | None) -> int:
+    """The mirror's health per entity (last run, rows, lag, last error) and the next runs; exit 1 when unhealthy."""
+    from jobs.status import status
+
+    return status(db, config, fmt=fmt, max_lag=max_lag)
+
+
+@main.command("demo")
+@click.option("--out", "out_dir", default="out/demo", show_default=True, metavar="DIR", help="Folder for the mirror, reports and configs.")
+@click.option("--deals", type=click.IntRange(50, 200_000), default=2000, show_default=True, help="Deals on the seeded portal.")
+def demo_command(out_dir: str, deals: int) -> int:
+    """Everything on an embedded emulator: provision the example config, sync a mirror, print and write the funnels."""
+    from jobs.demo import run_demo
+
+    return run_demo(Path(out_dir), deals=deals)
+
+
 # ---------------------------------------------------------------- command groups that live beside their code
 
 

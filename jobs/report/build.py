@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.report import figures, queries, scope as sc
 from jobs.report.cohort import Scope, materialize
@@ -22,6 +23,7 @@ from jobs.report.model import ENTITIES, MODES, PERIODS, SLICES, CardList, Channe
 from jobs.report.modes import Funnel as Stages, Tally, tally
 from jobs.report.period import month_starts, parse_period
 from jobs.report.queries import TOTAL
+from mappings import db
 
 DateLike = str | date | datetime | None
 WORK_MEM = "64MB"
@@ -35,7 +37,17 @@ def _choice(name: str, value: str | None, choices: Sequence[str]) -> None:
 
 @contextlib.contextmanager
 def reading(engine: Engine) -> Iterator[Connection]:
-    """A connection in one read transaction (REPEATABLE READ on PostgreSQL), always rolled back."""
+    """A connection in one read transaction (REPEATABLE READ on PostgreSQL), always rolled back.
+
+    A database that holds no mirror (never synced; a SQLite file is not created) or cannot be
+    reached is refused with one line naming it.
+    """
+    try:
+        present = db.exists(engine)
+    except SQLAlchemyError as exc:
+        raise sc.ReportError(str(db.unreachable(engine, exc))) from None
+    if not present:
+        raise sc.ReportError(f"no mirror in {db.shown(engine)}: run `b24sync sync` first")
     with engine.connect() as conn:
         if conn.dialect.name == "postgresql":
             conn.execution_options(isolation_level="REPEATABLE READ")

@@ -96,4 +96,4 @@ def stage_cards(
             entered_at=row.entered_at, days_in_stage=days, url=portal.card_url(e, int(row.id)), slice_key=row.slice,
         ))
     total = int(rows[0].total) if rows else 0
-    return CardList(stage, cards, total, mode=mode)
+    return CardList(stage, cards, total, mode=mode, timezone=portal.timezone)

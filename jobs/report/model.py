@@ -233,11 +233,12 @@ class Card:
 class CardList(list[Card]):
     """The cards counted at one stage (a list of ``Card``), with the stage and how many there are in all."""
 
-    def __init__(self, stage: Stage, cards: list[Card], total: int, *, mode: str = "conversion"):
+    def __init__(self, stage: Stage, cards: list[Card], total: int, *, mode: str = "conversion", timezone: str | None = None):
         super().__init__(cards)
         self.stage = stage
         self.total = total  # may be larger than len(self) when the list was cut at a limit
         self.mode = mode
+        self.timezone = timezone  # the portal's, for showing dates
 
     def to_data(self) -> dict[str, Any]:
         """The list as JSON data."""
@@ -296,7 +297,7 @@ class FunnelReport:
         if self.by is not None:
             data["slices"] = [funnel.to_data() for funnel in self.slices]
         if self.cards:
-            data["cards"] = {stage_id: cards.to_data() for stage_id, cards in self.cards.items()}
+            data["stage_cards"] = {stage_id: cards.to_data() for stage_id, cards in self.cards.items()}
         return data
 
     def to_json(self) -> str:

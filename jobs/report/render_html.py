@@ -164,7 +164,7 @@ def _stage_table(funnel: Funnel) -> str:
         previous_kind = kind
         rows.append(
             f'<tr class="selectable{first}" data-stage="{_e(f.stage.id)}" tabindex="0">'
-            f'<td class="text">{_e(f.stage.name)} <span class="hint">{_e(f.stage.id)}</span>{tags}</td>'
+            f'<td class="text">{_e(f.stage.name)} <span class="hint">{_e(f.stage.id)}</span> {tags}</td>'
             f"<td>{f.count}</td><td>{text.percent(f.share)}</td><td>{text.percent(f.conversion)}</td>"
             f"<td>{text.DASH if f.drop_off is None else f.drop_off}</td><td>{_e(text.money(f.amounts))}</td>"
             f"<td>{text.duration(f.median_seconds)}</td><td>{text.duration(f.p90_seconds)}</td></tr>"

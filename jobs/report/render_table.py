@@ -26,13 +26,17 @@ def bar(count: int, largest: int, width: int = BAR_WIDTH) -> str:
     return "█" * full + ("" if rest == 0 else " ▏▎▍▌▋▊▉"[rest])
 
 
-def funnel_table(funnel: Funnel, title: str | None = None) -> Table:
-    """One funnel: a row per stage (failure and removed stages in their own sections)."""
+def bar_width(console_width: int) -> int:
+    """Cells for the bars: what the other columns leave on the console, between 6 and ``BAR_WIDTH``."""
+    return max(6, min(BAR_WIDTH, console_width - 100))
+
+
+def funnel_table(funnel: Funnel, title: str | None = None, *, width: int = BAR_WIDTH) -> Table:
+    """One funnel: a row per stage (failure and removed stages in their own sections), ``width`` cells of bar."""
     table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-    for name, justify in (("Stage", "left"), ("Cards", "right"), ("", "left"), ("Share", "right"),
-                          ("Conv.", "right"), ("Lost", "right"), ("Amount", "right"),
-                          ("Median", "right"), ("P90", "right")):
-        table.add_column(name, justify=justify, no_wrap=name in ("", "Cards", "Share", "Conv."))
+    table.add_column("Stage", justify="left", ratio=1, min_width=16)
+    for name in ("Cards", "", "Share", "Conv.", "Lost", "Amount", "Median", "P90"):
+        table.add_column(name, justify="left" if name == "" else "right", no_wrap=True)
     largest = max((f.count for f in funnel.stages), default=0)
     section = None
     for figures in funnel.stages:
@@ -46,10 +50,12 @@ def funnel_table(funnel: Funnel, title: str | None = None) -> Table:
             label.append(" (removed)")
         if weak:
             label.append("  ◀ weakest", style="bold yellow")
+        amounts = "\n".join(text.money({c: v}) for c, v in figures.amounts.items()) or text.DASH
         table.add_row(
-            label, str(figures.count), Text(bar(figures.count, largest), style=STYLES.get(figures.stage.semantics, "cyan")),
+            label, str(figures.count),
+            Text(bar(figures.count, largest, width), style=STYLES.get(figures.stage.semantics, "cyan")),
             text.percent(figures.share), text.percent(figures.conversion),
-            text.DASH if figures.drop_off is None else str(figures.drop_off), text.money(figures.amounts),
+            text.DASH if figures.drop_off is None else str(figures.drop_off), amounts,
             text.duration(figures.median_seconds), text.duration(figures.p90_seconds),
         )
     return table
@@ -105,7 +111,7 @@ def render_table(report: FunnelReport, console: Console) -> None:
     """Print the report on ``console``: title, the funnel with bars, totals, weakest stage, slices, channels."""
     console.print(Text(text.title(report), style="bold"))
     console.print(text.subtitle(report), style="dim", markup=False)
-    console.print(funnel_table(report.total))
+    console.print(funnel_table(report.total, width=bar_width(console.width)))
     console.print(summary(report.total), markup=False)
     if report.by is not None:
         console.print()
@@ -115,14 +121,15 @@ def render_table(report: FunnelReport, console: Console) -> None:
         console.print(channels_table(report.total))
 
 
-def render_cards_table(cards: CardList, console: Console, tz_name: str | None = None) -> None:
-    """Print a drill-down list: one row per card with its link."""
+def render_cards_table(cards: CardList, console: Console) -> None:
+    """Print a drill-down list: one row per card with its link (dates in the portal's timezone)."""
+    tz_name = cards.timezone
     shown = f"{len(cards)} of {cards.total}" if cards.total != len(cards) else str(cards.total)
     table = Table(title=f"{cards.stage.id} {cards.stage.name}: {shown} card(s) ({cards.mode})", title_justify="left",
                   show_edge=False, pad_edge=False)
     for name, justify in (("ID", "right"), ("Title", "left"), ("Amount", "right"), ("Manager", "left"),
                           ("Entered", "left"), ("Days", "right"), ("Link", "left")):
-        table.add_column(name, justify=justify, overflow="fold")
+        table.add_column(name, justify=justify, overflow="fold", no_wrap=name in ("ID", "Amount", "Entered", "Days"))
     for card in cards:
         table.add_row(
             str(card.id), card.title, text.money({card.currency: card.amount}) if card.amount is not None else text.DASH,

@@ -1,7 +1,7 @@
 """Fixtures of the report tests: the hand-built scenario synced into a mirror once per database kind.
 
 - ``scenario``: ``tests/jobs/report/scenario.py`` played on an emulator over HTTP and synced into a
-  mirror (module scope, parametrized sqlite / postgresql like every mirror test); ``.engine``,
+  mirror (session scope, parametrized sqlite / postgresql like every mirror test); ``.engine``,
   ``.deals`` / ``.leads`` (scenario name -> portal ID), ``.now`` (the portal's clock at the end).
 """
 
@@ -16,9 +16,9 @@ from tests.jobs.conftest import BACKENDS, _Mirrors
 from tests.jobs.report import scenario as sc
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="session", params=BACKENDS)
 def scenario(request: Any, tmp_path_factory: pytest.TempPathFactory, pg_session_url: str | None) -> Iterator[sc.Scenario]:
-    """The scenario's mirror, built once per test module and database kind."""
+    """The scenario's mirror, built once per test session and database kind."""
     mirrors = _Mirrors(str(request.param), tmp_path_factory.mktemp("report-mirror"), pg_session_url)
     try:
         _, engine = mirrors.make()
