@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 # ---------------------------------------------------------------- portal rules the config must follow
 
@@ -129,14 +129,34 @@ class DatabaseConfig(_Model):
 
 
 class ScheduleConfig(_Model):
-    """When the worker runs its jobs."""
+    """When the worker runs its jobs: incremental sync, reconcile of deletions, funnel reports.
+
+    Cron lines are 5-field crontab lines in the portal's time (its UTC offset as the mirror recorded it).
+    """
 
     sync_every_minutes: int = Field(default=15, ge=1, le=1440, description="Minutes between incremental syncs.")
+    sync_every_seconds: int | None = Field(
+        default=None, ge=1, le=86400,
+        description="Seconds between incremental syncs, instead of sync_every_minutes (tests, busy portals).",
+    )
+    sync_cron: str | None = Field(
+        default=None, description="Crontab line for the incremental sync instead of an interval, e.g. '*/10 8-20 * * *'."
+    )
+    reconcile_cron: str | None = Field(
+        default=None,
+        description="Crontab line for the reconcile run that catches deletions (ID sets compared), e.g. '0 3 * * *'; "
+        "without it the worker does not look for records deleted on the portal.",
+    )
     report_cron: str | None = Field(
         default=None, description="Crontab line (5 fields, portal time) for the funnel report, e.g. '0 8 * * MON'."
     )
+    reports_dir: str | None = Field(
+        default=None, min_length=1,
+        description="Folder (relative to the config file) where the worker writes the deal and lead funnel reports "
+        "(HTML and CSV); on report_cron, or after every sync without it. No reports when omitted.",
+    )
 
-    @field_validator("report_cron")
+    @field_validator("sync_cron", "reconcile_cron", "report_cron")
     @classmethod
     def _cron(cls, value: str | None) -> str | None:
         if value is None:
@@ -148,6 +168,13 @@ class ScheduleConfig(_Model):
         except ValueError as exc:
             raise ValueError(f"{value!r} is not a 5-field crontab line ({exc})") from None
         return value
+
+    @model_validator(mode="after")
+    def _one_sync_timetable(self) -> "ScheduleConfig":
+        given = [name for name in ("sync_every_minutes", "sync_every_seconds", "sync_cron") if name in self.model_fields_set]
+        if len(given) > 1:
+            raise ValueError(f"set one of sync_every_minutes, sync_every_seconds, sync_cron, not {' and '.join(given)}")
+        return self
 
 
 # ---------------------------------------------------------------- lead statuses and deal pipelines
