@@ -27,7 +27,7 @@ from connector.encoding import ParamError, parse_pairs
 from connector.errors import B24Error
 from connector.ratelimit import RequestPacer
 from connector.redact import redact
-from connector.transport import CONNECT_TIMEOUT, READ_TIMEOUT, HttpTransport, Transport
+from connector.transport import HttpTransport, Transport
 from jobs.errors import EXIT_USAGE, UserError
 from mappings.loader import UnreadableFile, read_text_file
 
@@ -260,8 +260,8 @@ def open_client(
     """A ready client for the portal ``resolve`` finds (HTTP transport unless one is given).
 
     Its deadline (``RetryPolicy.max_elapsed``) is ``timeout``, else ``B24SYNC_TIMEOUT``, else
-    ``default_timeout``; an explicit ``retry=`` policy wins over all three. The HTTP read never waits
-    longer than that deadline either.
+    ``default_timeout``; an explicit ``retry=`` policy wins over all three. The client bounds every
+    wait by it, the HTTP read included.
     """
     seconds = timeout_seconds(timeout, environ, default_timeout)
     spec = resolve(webhook, config, environ=environ)
@@ -269,10 +269,8 @@ def open_client(
         defaults = RetryPolicy()
         options["retry"] = RetryPolicy(attempts=attempts or defaults.attempts, max_elapsed=seconds)
     options.setdefault("bucket", RequestPacer(burst=spec.burst, rate=spec.rate))
-    if transport is None:
-        transport = HttpTransport(connect_timeout=min(CONNECT_TIMEOUT, seconds), read_timeout=min(READ_TIMEOUT, seconds))
     current_portal.set(portal_address(spec.auth))
-    return Bitrix24Client(transport, spec.auth, **options)
+    return Bitrix24Client(transport or HttpTransport(), spec.auth, **options)
 
 
 @dataclass(frozen=True)
