@@ -10,10 +10,14 @@ Adding a command: decorate it with the shared options below and keep the work in
     @portal_options()                 # --webhook, --config, --timeout -> portal: PortalOptions
     @db_option                        # --db URL -> db: str | None
     @format_option()                  # --format text|json -> fmt (json: errors as JSON on stdout)
-    def status_command(portal, db, fmt):
+    @out_option("Write it to FILE.")  # --out FILE -> out: Path | None, checked before any request
+    def status_command(portal, db, fmt, out):
         with portal.client() as client:
             ...
         return 0                      # the exit code (None means 0)
+
+Also ``config_option`` and ``timeout_option`` alone, and ``write_text`` for output files. Exit codes:
+0 ok, 1 error (``UserError``, the default), 2 usage (``UserError(..., exit_code=EXIT_USAGE)``), 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -137,6 +141,20 @@ def main(verbose: int) -> None:
 # ---------------------------------------------------------------- options shared by commands
 
 
+def timeout_option(default: float = DEFAULT_TIMEOUT) -> Callable[[Any], Any]:
+    """``--timeout SECONDS`` (passed as ``timeout_seconds``, None when not given: then ``$B24SYNC_TIMEOUT``,
+    then ``default``); for a command that opens its clients itself rather than through ``portal_options``."""
+    return click.option(
+        "--timeout", "timeout_seconds", default=None, metavar="SECONDS", type=click.FloatRange(0, MAX_TIMEOUT, min_open=True),
+        help=f"Longest wait for one call, batch or page, retries included (default: $B24SYNC_TIMEOUT, then {default:g}).",
+    )
+
+
+def config_option(help: str = "Config file (default: $B24SYNC_CONFIG, ./b24sync.toml).") -> Callable[[Any], Any]:
+    """``--config FILE`` (passed as ``config``; None: ``$B24SYNC_CONFIG``, then ``./b24sync.toml``)."""
+    return click.option("--config", "config", default=None, metavar="FILE", help=help)
+
+
 def portal_options(*, timeout: float = DEFAULT_TIMEOUT) -> Callable[[Any], Any]:
     """``--webhook URL``, ``--config FILE``, ``--timeout SECONDS`` for a command that talks to a portal.
 
@@ -154,15 +172,9 @@ def portal_options(*, timeout: float = DEFAULT_TIMEOUT) -> Callable[[Any], Any]:
             return command(*args, portal=portal, **kwargs)
 
         run.__click_params__ = list(getattr(command, "__click_params__", []))  # type: ignore[attr-defined]
-        run = click.option(
-            "--timeout", "timeout_seconds", default=None, metavar="SECONDS",
-            type=click.FloatRange(0, MAX_TIMEOUT, min_open=True),
-            help=f"Longest wait for one call, batch or page, retries included (default: $B24SYNC_TIMEOUT, then {timeout:g}).",
-        )(run)
-        run = click.option(
-            "--config", "config", default=None, metavar="FILE",
-            help="Config file whose [portal] section names the webhook or OAuth app (default: $B24SYNC_CONFIG, ./b24sync.toml).",
-        )(run)
+        run = timeout_option(timeout)(run)
+        run = config_option("Config file whose [portal] section names the webhook or OAuth app "
+                            "(default: $B24SYNC_CONFIG, ./b24sync.toml).")(run)
         return click.option(
             "--webhook", default=None, metavar="URL",
             help="Inbound webhook URL https://PORTAL/rest/USER/CODE/ (default: $B24SYNC_WEBHOOK, then the config).",
