@@ -1,7 +1,8 @@
 """One writer per mirror: a lease in the mirror's own database, shared by ``b24sync sync`` and the worker.
 
 PostgreSQL: a session advisory lock held for the whole run, plus a lease row for people to read.
-SQLite: a lease row with an expiry, renewed while the run lasts and taken over once it expired.
+SQLite: a lease row with an expiry, renewed while the run lasts and taken over once it expired
+(at once when its holder was a process of this machine that is gone).
 Every write transaction of the holder calls ``fence(conn)``, so a holder that lost its lease
 (stalled past the expiry, taken over) cannot write another page.
 """
@@ -45,6 +46,27 @@ class LeaseLost(UserError):
 def default_owner() -> str:
     """``host:pid:random``: who holds a lease, readable by people."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_is_gone(owner: str | None) -> bool:
+    """True when ``owner`` names a process of this host (``host:pid:...``) that no longer exists.
+
+    A holder killed with SIGKILL leaves its row behind; on the same machine its lease is taken
+    over at once instead of after the expiry. Owners in any other form wait for the expiry.
+    """
+    parts = (owner or "").split(":")
+    if len(parts) < 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists (another user's process)
+        return False
+    return False
 
 
 def _now() -> datetime:
@@ -105,7 +127,8 @@ class Lease:
                 self._take_advisory_lock()
             with db.begin_write(self.engine) as conn:
                 row = conn.execute(sa.select(b24sync_lease).where(b24sync_lease.c.name == self.name)).mappings().first()
-                if not self._pg and row is not None and row["owner"] != self.owner and row["expires_at"] > now:
+                if (not self._pg and row is not None and row["owner"] != self.owner and row["expires_at"] > now
+                        and not owner_is_gone(row["owner"])):
                     raise LeaseHeld(self._held_message(row["owner"], row["expires_at"]), row["owner"], row["expires_at"])
                 values = {"owner": self.owner, "acquired_at": now, "expires_at": now + timedelta(seconds=self.ttl)}
                 if row is None:

@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from connector import errors
 from connector.redact import redact
-from jobs.lease import Lease, LeaseLost
+from jobs.lease import Lease, LeaseLost, default_owner
 from jobs.sync import dictionaries, events, history, portal, probe, reconcile, runlog, window
 from jobs.sync import state as st
 from jobs.sync.context import Context, merge_counters, requests_of
@@ -98,7 +98,7 @@ def run_sync(
     try:
         if revision is None:
             db.upgrade(engine)  # a new mirror: serialised by the database itself
-        lease = Lease(engine, LEASE, lease_ttl, owner=worker and f"{worker}:{uuid.uuid4().hex[:8]}", wait=wait)
+        lease = Lease(engine, LEASE, lease_ttl, owner=default_owner() + (f":{worker}" if worker else ""), wait=wait)
         with lease:
             if not db.is_current(engine):
                 before, after = db.upgrade(engine)
