@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import responses
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connector import errors, redact
 from connector.auth import JsonFileTokenStore, MemoryTokenStore, OAuthAuth, Tokens, WebhookAuth
@@ -347,3 +349,39 @@ def test_two_processes_on_one_token_file_refresh_once(make_emulator, tmp_path):
     assert [proc.returncode for proc, _ in procs] == [0, 0], [err[-2000:] for _, err in outputs]
     assert sorted(int(out) for out, _ in outputs) == [0, 1]
     assert server.stats()["token_refreshes"] == 1
+
+
+# ---------------------------------------------------------------- token replies that are not tokens
+
+@pytest.mark.parametrize(
+    ("reply", "message"),
+    [
+        ([], "token reply is a JSON list, not an object"),
+        ({"refresh_token": "ref-1234"}, "token reply without access_token"),
+        ({"access_token": None, "refresh_token": "ref-1234"}, "token reply without access_token"),
+        ({"access_token": "acc-1234", "refresh_token": {"x": 1}}, "token reply without refresh_token"),
+        ({"access_token": "acc-1234", "refresh_token": "ref-1234", "client_endpoint": ["x"]}, "token reply without client_endpoint"),
+        ({"access_token": "acc-1234", "refresh_token": "ref-1234", "client_endpoint": "https://p/rest/", "expires": "soon"},
+         "token reply with an expires that is not a number"),
+        ({"access_token": "acc-1234", "refresh_token": "ref-1234", "client_endpoint": "https://p/rest/", "expires": [1]},
+         "token reply with an expires that is not a number"),
+    ],
+    ids=["list", "no-access", "null-access", "object-refresh", "list-endpoint", "text-expires", "list-expires"],
+)
+def test_a_token_reply_that_is_not_tokens_is_refused(reply, message):
+    with pytest.raises(errors.AuthFailed) as info:
+        Tokens.from_reply(reply)
+    assert message in str(info.value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["access_token", "refresh_token", "client_endpoint", "server_endpoint", "expires",
+                                        "member_id", "domain", "error"]) | st.text(max_size=4),
+                       st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6) | st.lists(st.integers(), max_size=2),
+                       max_size=6))
+def test_random_token_replies_raise_only_auth_errors(reply):
+    try:
+        tokens = Tokens.from_reply(reply)
+    except errors.AuthFailed:
+        return
+    assert tokens.access_token and tokens.refresh_token and tokens.client_endpoint
