@@ -102,7 +102,8 @@ class _Walker:
         self.rng = rng
 
     def pause(self, mean_days: float) -> timedelta:
-        return timedelta(seconds=max(60.0, self.rng.expovariate(1 / (mean_days * DAY))))
+        """A wait of whole seconds (portal times have no fractions), at least a minute."""
+        return timedelta(seconds=max(60, round(self.rng.expovariate(1 / (mean_days * DAY)))))
 
     def walk(self, card: Card, funnel: Funnel, at: datetime, start: int, removed: str | None = None) -> datetime:
         """Append a path through ``funnel`` to ``card`` starting at process stage ``start`` (0-based)."""
@@ -150,7 +151,7 @@ def deal_cards(seed: int, history_rows: int, funnels: list[Funnel] | None = None
     written, card_id = 0, 0
     while written < history_rows:
         card_id += 1
-        created = START + timedelta(seconds=rng.uniform(0, 365 * DAY))
+        created = START + timedelta(seconds=rng.randrange(365 * int(DAY)))
         card = _card(rng, card_id, created)
         main = funnels[0] if rng.random() < 0.85 or len(funnels) == 1 else funnels[1]
         start = 0 if rng.random() < 0.9 else rng.randrange(1, min(4, len(main.process)))
@@ -170,7 +171,7 @@ def lead_cards(seed: int, count: int, funnel: Funnel | None = None) -> Iterator[
     rng = random.Random(seed + 1)
     walker = _Walker(rng)
     for card_id in range(1, count + 1):
-        created = START + timedelta(seconds=rng.uniform(0, 365 * DAY))
+        created = START + timedelta(seconds=rng.randrange(365 * int(DAY)))
         card = _card(rng, card_id, created)
         walker.walk(card, funnel, created, 0 if rng.random() < 0.95 else len(funnel.process) - 1)
         card.deleted = rng.random() < 0.01
