@@ -21,6 +21,10 @@ Routes:
 - ``GET|POST /oauth/token/``: token endpoint (``grant_type=refresh_token|authorization_code``).
 - ``GET /_emulator/stats``: counters as JSON, no auth; ``POST /_emulator/reset-stats`` zeroes them.
 
+A request it cannot read (a JSON or multipart body that does not parse, an unknown charset,
+parameters nested deeper than ``connector.encoding.MAX_DEPTH`` in the query, the body or a batch
+command, a body over ``MAX_BODY``) gets the error envelope ``INVALID_REQUEST`` with HTTP 400.
+
 Order of work for a ``/rest/`` request: count it, draw a fault, the leaky bucket (503), parse the
 parameters, authenticate (401/403), then per command: the operating budget (429), the handler under
 the portal lock, the charge. The latency sleep (``latency`` x modelled cost + a 20 ms round trip)
@@ -43,7 +47,7 @@ from dataclasses import dataclass, field
 from email import policy
 from email.parser import BytesParser
 from typing import Any
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote
 
 from connector import envelope
 from connector.catalog import canonical, is_write
@@ -51,9 +55,9 @@ from connector.emulator import costs
 from connector.emulator.faults import FaultPlan, html_page
 from connector.emulator.limits import Blocked, LeakyBucket, OperatingBudget, Usage
 from connector.emulator.methods.batch import Outcome, refuse_unbatchable, run_batch
-from connector.emulator.registry import ApiError, Call, Result, dispatch, lookup
+from connector.emulator.registry import ApiError, Call, Result, by_name, dispatch, lookup
 from connector.emulator.state import Portal
-from connector.encoding import decode_query, parse_pairs
+from connector.encoding import MAX_DEPTH, MAX_PAIRS, decode_query, parse_pairs
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,7 @@ CODE_TTL = 30  # seconds an authorization code lives
 DEFAULT_SCOPE = "crm,user,basic"
 
 JSON_TYPE = "application/json; charset=utf-8"
+MAX_BODY = 32 * 1024 * 1024  # bytes of a request body; a longer one is refused unread
 
 REASONS = {
     200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
@@ -82,6 +87,7 @@ class Request:
     body: bytes = b""
     content_type: str = ""
     host: str = "127.0.0.1"
+    scheme: str = "http"  # "https" behind TLS: the base of the URLs the app hands out
 
 
 @dataclass
@@ -190,17 +196,20 @@ class EmulatorApp:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         """WSGI entry point. Transport faults: "cut" sends a short body, "timeout"/"reset" abort."""
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length) if length > 0 else b""
-        request = Request(
-            method=environ.get("REQUEST_METHOD", "GET"),
-            path=environ.get("PATH_INFO", "/"),
-            query=environ.get("QUERY_STRING", ""),
-            body=body,
-            content_type=environ.get("CONTENT_TYPE", ""),
-            host=environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME', '127.0.0.1')}:{environ.get('SERVER_PORT', '80')}",
-        )
-        reply = self.handle(request)
+        length = content_length(environ.get("CONTENT_LENGTH"))
+        if length is None:
+            reply = unreadable("Content-Length is not a byte count the portal accepts")
+        else:
+            request = Request(
+                method=environ.get("REQUEST_METHOD", "GET"),
+                path=environ.get("PATH_INFO", "/"),
+                query=environ.get("QUERY_STRING", ""),
+                body=environ["wsgi.input"].read(length) if length > 0 else b"",
+                content_type=environ.get("CONTENT_TYPE", ""),
+                host=environ.get("HTTP_HOST") or f"{environ.get('SERVER_NAME', '127.0.0.1')}:{environ.get('SERVER_PORT', '80')}",
+                scheme=environ.get("wsgi.url_scheme", "http"),
+            )
+            reply = self.handle(request)
         if reply.fault in ("timeout", "reset"):
             raise ConnectionAbortedError(f"emulator fault: {reply.fault}")
         start_response(f"{reply.status} {REASONS.get(reply.status, '')}", reply_headers(reply))
@@ -437,7 +446,7 @@ class EmulatorApp:
         """Install an OAuth application and return its first token reply (access + refresh token)."""
         with self.portal.lock:
             self.portal.oauth["clients"][client_id] = {"secret": client_secret, "user_id": user_id, "scope": scope}
-            return self._issue_tokens(client_id, user_id, "127.0.0.1")
+            return self._issue_tokens(client_id, user_id, "127.0.0.1", "http")
 
     def remove_oauth_client(self, client_id: str) -> None:
         """Uninstall an application: its tokens stop working (``invalid_token``)."""
@@ -459,13 +468,13 @@ class EmulatorApp:
             for entry in self.portal.oauth["access"].values():
                 entry["expires"] = self._now() - 1
 
-    def _issue_tokens(self, client_id: str, user_id: int, host: str) -> dict[str, Any]:
+    def _issue_tokens(self, client_id: str, user_id: int, host: str, scheme: str) -> dict[str, Any]:
         now = self._now()
         client = self.portal.oauth["clients"][client_id]
         access, refresh = secrets.token_hex(16), secrets.token_hex(16)
         self.portal.oauth["access"][access] = {"client_id": client_id, "user_id": user_id, "expires": now + self.access_ttl}
         self.portal.oauth["refresh"][refresh] = {"client_id": client_id, "user_id": user_id, "expires": now + REFRESH_TTL}
-        base = f"http://{host}"
+        base = f"{scheme}://{host}"
         return {
             "access_token": access,
             "client_endpoint": f"{base}/rest/",
@@ -500,7 +509,7 @@ class EmulatorApp:
             entry = store.pop(presented, None)  # one use only: a refresh reply carries a NEW refresh token
             if entry is None or entry["client_id"] != client_id or entry["expires"] <= self._now():
                 return json_response(400, envelope.error_body("invalid_grant", "Invalid grant"))
-            reply = self._issue_tokens(client_id, int(entry["user_id"]), request.host)
+            reply = self._issue_tokens(client_id, int(entry["user_id"]), request.host, request.scheme)
         self._count(token_refreshes=1)
         return json_response(200, reply)
 
@@ -524,9 +533,48 @@ def reply_headers(reply: Response) -> list[tuple[str, str]]:
     return [*reply.headers, ("Content-Length", str(length))]
 
 
+def content_length(header: str | None) -> int | None:
+    """A Content-Length header as a byte count up to ``MAX_BODY`` (0 when absent); None when unusable."""
+    text = (header or "").strip()
+    if not text:
+        return 0
+    if not text.isascii() or not text.isdigit():
+        return None
+    length = int(text)
+    return length if length <= MAX_BODY else None
+
+
+def unreadable(description: str) -> Response:
+    """The reply to a request the portal cannot read: 400 ``INVALID_REQUEST``."""
+    return json_response(400, envelope.error_body("INVALID_REQUEST", description))
+
+
 def request_params(request: Request) -> dict[str, Any]:
-    """Parameters of a request: the query string, then the body (form, multipart or JSON) over it."""
-    params = decode_query(request.query) if request.query else {}
+    """Parameters of a request: the query string, then the body (form, multipart or JSON) over it.
+
+    Anything that cannot be read is ``ApiError("INVALID_REQUEST", ..., 400)``; nothing else escapes.
+    """
+    try:
+        return _request_params(request)
+    except ApiError:
+        raise
+    except LookupError:  # an unknown or non-text charset
+        raise ApiError("INVALID_REQUEST", "Unsupported charset in the request body", 400) from None
+    except RecursionError:
+        raise ApiError("INVALID_REQUEST", f"Parameters nested deeper than {MAX_DEPTH} levels", 400) from None
+    except ValueError as exc:  # the encoder's limits (nested too deep, too many pairs), undecodable text
+        raise ApiError("INVALID_REQUEST", _readable(exc), 400) from None
+
+
+def _readable(exc: Exception) -> str:
+    """Why parameters could not be read, echoing none of them."""
+    if isinstance(exc, UnicodeError):
+        return "The request body is not valid text in its charset"
+    return f"Parameters cannot be read: nested deeper than {MAX_DEPTH} levels, more than {MAX_PAIRS} of them, or malformed"
+
+
+def _request_params(request: Request) -> dict[str, Any]:
+    params = by_name(decode_query(request.query)) if request.query else {}
     if not request.body:
         return params
     ctype = request.content_type.split(";")[0].strip().lower()
@@ -535,18 +583,41 @@ def request_params(request: Request) -> dict[str, Any]:
             data = json.loads(request.body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             raise ApiError("INVALID_REQUEST", "Invalid JSON body", 400) from None
+        if not nested_within(data, MAX_DEPTH):
+            raise ApiError("INVALID_REQUEST", f"Parameters nested deeper than {MAX_DEPTH} levels", 400)
         if isinstance(data, dict):
             params.update(data)
     elif ctype == "multipart/form-data":
-        params.update(parse_multipart(request.content_type, request.body))
+        params.update(by_name(parse_multipart(request.content_type, request.body)))
     else:
-        params.update(parse_pairs(parse_qsl(request.body.decode("utf-8", "replace"), keep_blank_values=True)))
+        params.update(by_name(decode_query(request.body.decode("utf-8", "replace"))))
     return params
 
 
+
+def nested_within(data: Any, limit: int) -> bool:
+    """True when no list or object in ``data`` sits deeper than ``limit`` levels (checked without recursion)."""
+    stack = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Iterable[Any] = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return False
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return True
+
+
 def parse_multipart(content_type: str, body: bytes) -> dict[str, Any]:
-    """Fields of a ``multipart/form-data`` body with nested keys; files become ``[name, base64]``."""
-    head = f"Content-Type: {content_type}\r\n\r\n".encode("latin-1")
+    """Fields of a ``multipart/form-data`` body with nested keys; files become ``[name, base64]``.
+
+    A part's charset that Python does not know, or that is not a text encoding, is a ``LookupError``.
+    """
+    head = f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", "replace")
     message = BytesParser(policy=policy.HTTP).parsebytes(head + body)
     pairs: list[tuple[str, Any]] = []
     for part in message.iter_parts():

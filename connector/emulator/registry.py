@@ -69,6 +69,14 @@ class Call:
 Handler = Callable[[Call], Any]
 
 
+def by_name(decoded: Any) -> dict[str, Any]:
+    """Decoded parameters as a call takes them, by name: keys that were all list indices (``=x``,
+    ``0=x``, ``[]=x`` decode to a list) stay the names "0", "1"..., as PHP keeps them."""
+    if isinstance(decoded, list):
+        return {str(index): value for index, value in enumerate(decoded)}
+    return decoded
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """A registered method and the rules the app applies before calling it.

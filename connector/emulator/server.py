@@ -1,27 +1,45 @@
-"""The emulator over real HTTP: a threaded HTTP/1.1 server around ``EmulatorApp`` with socket-level faults.
+"""The emulator over real HTTP(S): a threaded HTTP/1.1 server around ``EmulatorApp`` with socket-level faults.
 
 ``EmulatorServer(app).start()`` serves on 127.0.0.1 in a background thread (tests, demo, benches);
-``serve(...)`` is ``b24sync emulator serve``: one stdout line, runs until SIGINT/SIGTERM, exits 0.
+``EmulatorServer(app, tls=context)`` serves HTTPS (``tls.server_context``). ``serve(...)`` is
+``b24sync emulator serve``: one stdout line, runs until SIGINT/SIGTERM, exits 0; an option it
+cannot use is a ``ServeError`` naming the option.
+
+The server reads what it can and answers the rest with the error envelope: a Content-Length that
+is not a number or over ``MAX_BODY`` gets 400 unread, a body that stops before its Content-Length
+gets 400 after ``read_timeout`` seconds, a request line or header block that cannot be parsed gets
+400; the connection is then closed and the server keeps serving. The listen backlog holds
+``BACKLOG`` connections, so a burst of hundreds of clients waits for its turn instead of being refused.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
+import ssl
 import struct
 import sys
+import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.request import urlopen
 
-from connector.emulator.app import REASONS, EmulatorApp, Request, reply_headers
+from connector import envelope
+from connector.envelope import parse_offset
+from connector.emulator.app import REASONS, EmulatorApp, Request, Response, content_length, reply_headers, unreadable
 from connector.emulator.state import Portal
+from connector.emulator.statefile import StateFileError
+
+BACKLOG = 1024  # pending connections the kernel keeps for us (Linux caps it at net.core.somaxconn)
+READ_TIMEOUT = 60.0  # seconds a connection may sit silent: idle keep-alive, a stalled body, a TLS handshake
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +59,22 @@ class _Handler(BaseHTTPRequestHandler):
         """Serve a POST."""
         self._serve()
 
+    def setup(self) -> None:
+        """Apply the server's read timeout, then finish the TLS handshake (in this thread, not the acceptor's)."""
+        self.timeout = self.server.read_timeout
+        super().setup()
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.do_handshake()
+
     def _serve(self) -> None:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            self.send_error(400, "Bad Request")  # as the portal's nginx answers a malformed header
+        length = content_length(self.headers.get("Content-Length"))
+        if length is None:
+            self._reply(unreadable("Content-Length is not a byte count the portal accepts"), close=True)
             return
-        body = self.rfile.read(length) if length > 0 else b""
+        body = self._body(length)
+        if body is None:
+            self._reply(unreadable("The request body is shorter than its Content-Length"), close=True)
+            return
         path, _, query = self.path.partition("?")
         request = Request(
             method=self.command,
@@ -56,6 +83,7 @@ class _Handler(BaseHTTPRequestHandler):
             body=body,
             content_type=self.headers.get("Content-Type", ""),
             host=self.headers.get("Host") or "%s:%s" % self.server.server_address[:2],
+            scheme=self.server.scheme,
         )
         reply = self.server.app.handle(request)
         if reply.fault == "timeout":
@@ -65,16 +93,31 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.fault == "reset":
             self._drop(reset=True)
             return
+        self._reply(reply, close=reply.fault == "cut")
+        if reply.fault == "cut":
+            self._drop(reset=False)
+
+    def _body(self, length: int) -> bytes | None:
+        """The body, or None when it ends (or stalls for ``read_timeout``) before ``length`` bytes."""
+        if length <= 0:
+            return b""
+        try:
+            body = self.rfile.read(length)
+        except (TimeoutError, OSError):
+            return None
+        return body if len(body) == length else None
+
+    def _reply(self, reply: Response, *, close: bool) -> None:
+        """Send a reply; ``close`` ends the connection after it."""
         self.send_response(reply.status, REASONS.get(reply.status))
         for name, value in reply_headers(reply):
             self.send_header(name, value)
-        if reply.fault == "cut":
+        if close:
             self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
         self.wfile.write(reply.body)
         self.wfile.flush()
-        if reply.fault == "cut":
-            self._drop(reset=False)
 
     def _drop(self, *, reset: bool) -> None:
         """Close the connection without (the rest of) a reply; ``reset`` sends a TCP RST."""
@@ -88,11 +131,20 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """An error page with a status line even for an unparseable request line, as nginx answers."""
+        """The error envelope for a request http.server cannot parse (request line, headers): 400, then close.
+
+        An unknown HTTP method keeps its 501. The description never repeats the request.
+        """
         if self.request_version == "HTTP/0.9":
             self.request_version = "HTTP/1.0"
-        self.close_connection = True
-        super().send_error(code, message, explain)
+        status = 501 if code == 501 else 400
+        description = "Unsupported HTTP method" if status == 501 else f"Bad request ({code} {REASONS.get(code) or _REASON.get(code, 'malformed')})"
+        reply = Response(status, [("Content-Type", "application/json; charset=utf-8")],
+                         envelope.dumps(envelope.error_body("INVALID_REQUEST", description)))
+        try:
+            self._reply(reply, close=True)
+        except OSError:
+            self.close_connection = True
 
     def log_request(self, code: Any = "-", size: Any = "-") -> None:
         """Log the route with the webhook code masked: the path holds it, the query may hold a token."""
@@ -117,28 +169,56 @@ def _loggable(path: str) -> str:
     return "(unrouted path)"
 
 
+_REASON = {414: "Request-URI Too Long", 431: "Request Header Fields Too Large"}
+
+
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # a hanging "timeout" fault must not keep the process alive
     allow_reuse_address = True
+    request_queue_size = BACKLOG
 
-    def __init__(self, address: tuple[str, int], app: EmulatorApp):
+    def __init__(self, address: tuple[str, int], app: EmulatorApp, tls: ssl.SSLContext | None, read_timeout: float):
         self.app = app
+        self.tls = tls
+        self.scheme = "https" if tls is not None else "http"
+        self.read_timeout = read_timeout
         self.stopping = threading.Event()
         super().__init__(address, _Handler)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept a connection; with TLS, wrap it now and shake hands later, in its own thread."""
+        connection, address = super().get_request()
+        if self.tls is not None:
+            connection = self.tls.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
+        return connection, address
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A connection that broke (a client that went away, a failed TLS handshake): a debug line, no traceback."""
+        error = sys.exc_info()[1]
+        log.debug("connection dropped: %s", type(error).__name__ if error is not None else "unknown")
 
 
 class EmulatorServer:
     """A running emulator: ``url`` (webhook), ``base_url``, ``portal``, ``app``, ``stats()``, ``stop()``."""
 
-    def __init__(self, app: EmulatorApp, host: str = "127.0.0.1", port: int = 0, *, secret: str | None = None):
+    def __init__(
+        self,
+        app: EmulatorApp,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        secret: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        read_timeout: float = READ_TIMEOUT,
+    ):
         self.app = app
         self.portal = app.portal
-        self._httpd = _HTTPServer((host, port), app)
+        self._httpd = _HTTPServer((host, port), app, tls, read_timeout)
         self._thread: threading.Thread | None = None
         self._serving = threading.Event()
         self._stop_lock = threading.Lock()
         self.host, self.port = self._httpd.server_address[:2]
-        self.base_url = f"http://{self.host}:{self.port}"
+        self.base_url = f"{self._httpd.scheme}://{_url_host(self.host)}:{self.port}"
         code = secret if secret is not None else next(iter(app.webhooks))
         self.url = f"{self.base_url}/rest/{app.webhooks[code]}/{code}/"
         self.oauth: dict[str, Any] | None = None  # first token reply when an OAuth app was installed
@@ -184,10 +264,24 @@ class EmulatorServer:
         self.stop()
 
 
-def fetch_stats(base_url: str) -> dict[str, Any]:
-    """``GET /_emulator/stats`` of a running emulator over HTTP."""
-    with urlopen(f"{base_url}/_emulator/stats", timeout=10) as reply:  # noqa: S310 (loopback only)
+def _url_host(host: str) -> str:
+    """A host as it goes into a URL: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
+def fetch_stats(base_url: str, *, context: ssl.SSLContext | None = None) -> dict[str, Any]:
+    """``GET /_emulator/stats`` of a running emulator over HTTP(S) (``context`` trusts its certificate)."""
+    with urlopen(f"{base_url}/_emulator/stats", timeout=10, context=context) as reply:  # noqa: S310 (loopback only)
         return json.loads(reply.read())
+
+
+class ServeError(Exception):
+    """An option of ``emulator serve`` that cannot be used; ``option`` names it (``--port``, ``--state``...)."""
+
+    def __init__(self, option: str, message: str):
+        super().__init__(message)
+        self.option = option
+        self.message = message
 
 
 def serve(
@@ -203,50 +297,129 @@ def serve(
     latency: float = 0.0,
     state: str | None = None,
     timezone: str = "+03:00",
+    history: str = "current",
     oauth_client_id: str | None = None,
     oauth_client_secret: str | None = None,
     oauth_tokens: str | None = None,
     access_ttl: float = 3600,
+    tls: bool = False,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
 ) -> int:
-    """Run ``b24sync emulator serve`` until SIGINT/SIGTERM; print the webhook line; return the exit code."""
-    from connector.emulator import new_portal
+    """Run ``b24sync emulator serve`` until SIGINT/SIGTERM; print the webhook line; return the exit code.
 
-    if state and Path(state).exists():
-        portal = Portal.load(state)
-        log.info("loaded state from %s", state)
-    else:
-        portal = new_portal(timezone, seed=seed)
+    ``tls`` serves HTTPS with a self-signed certificate made now (its path goes to stderr);
+    ``tls_cert``/``tls_key`` serve HTTPS with an existing pair. Unusable options raise ``ServeError``.
+    """
+    portal = _portal(state, timezone, seed, history)
     code = secret or secrets.token_hex(8)
     app = EmulatorApp(
         portal, secret=code, rate=rate, burst=burst, operating_budget=operating_budget,
         faults=faults, latency=latency, access_ttl=access_ttl,
     )
-    server = EmulatorServer(app, host, port)
-    if oauth_client_id:
-        tokens = app.add_oauth_client(oauth_client_id, oauth_client_secret or "")
-        tokens["client_endpoint"] = tokens["server_endpoint"] = server.oauth_url
-        tokens["domain"] = f"{server.host}:{server.port}"
-        tokens.update(client_id=oauth_client_id, token_url=f"{server.base_url}/oauth/token/")
-        if oauth_tokens:
-            _write_private(Path(oauth_tokens), json.dumps(tokens, indent=2))
-        print(f"oauth: app {oauth_client_id} installed; rest endpoint {server.oauth_url}"
-              + (f", tokens in {oauth_tokens}" if oauth_tokens else ""), file=sys.stderr, flush=True)
-
-    def stop(signum: int, frame: Any) -> None:
-        log.info("signal %s: stopping", signum)
-        threading.Thread(target=server.stop, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    print(f"webhook: {server.url}", flush=True)
+    certificates: str | None = None
     try:
-        server.serve_forever()
+        context, certificates = _tls_context(tls, tls_cert, tls_key, host)
+        server = _bind(app, host, port, context)
+        if oauth_client_id:
+            tokens = app.add_oauth_client(oauth_client_id, oauth_client_secret or "")
+            tokens["client_endpoint"] = tokens["server_endpoint"] = server.oauth_url
+            tokens["domain"] = f"{_url_host(server.host)}:{server.port}"
+            tokens.update(client_id=oauth_client_id, token_url=f"{server.base_url}/oauth/token/")
+            if oauth_tokens:
+                try:
+                    _write_private(Path(oauth_tokens), json.dumps(tokens, indent=2))
+                except OSError as exc:
+                    server.stop()
+                    raise ServeError("--oauth-tokens", f"cannot write {oauth_tokens}: {exc.strerror or exc}") from None
+            print(f"oauth: app {oauth_client_id} installed; rest endpoint {server.oauth_url}"
+                  + (f", tokens in {oauth_tokens}" if oauth_tokens else ""), file=sys.stderr, flush=True)
+        if certificates is not None:
+            cert = Path(certificates) / "cert.pem"
+            print(f"tls: self-signed certificate for 127.0.0.1, ::1 and localhost in {cert}; trust it with "
+                  f"REQUESTS_CA_BUNDLE={cert} (requests) or SSL_CERT_FILE={cert}", file=sys.stderr, flush=True)
+
+        def stop(signum: int, frame: Any) -> None:
+            log.info("signal %s: stopping", signum)
+            threading.Thread(target=server.stop, daemon=True).start()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        print(f"webhook: {server.url}", flush=True)
+        try:
+            server.serve_forever()
+        finally:
+            server.stop()
+            if state:
+                portal.save(state)
+                log.info("state saved to %s", state)
     finally:
-        server.stop()
-        if state:
-            portal.save(state)
-            log.info("state saved to %s", state)
+        if certificates is not None:
+            shutil.rmtree(certificates, ignore_errors=True)
     return 0
+
+
+def _portal(state: str | None, timezone: str, seed: int | None, history: str) -> Portal:
+    """The portal ``serve`` starts with: loaded from ``state`` when that file exists, else new (seeded)."""
+    from connector.emulator import new_portal
+    from connector.emulator.records.history import check_mode
+
+    try:
+        check_mode(history)
+    except ValueError as exc:
+        raise ServeError("--history", str(exc)) from None
+    if state:
+        path = Path(state)
+        if path.is_dir():
+            raise ServeError("--state", f"{state} is a directory, not a state file")
+        if not path.parent.is_dir():
+            raise ServeError("--state", f"the directory of {state} does not exist (the state is saved there on exit)")
+        if path.exists():
+            try:
+                portal = Portal.load(path)
+            except StateFileError as exc:
+                raise ServeError("--state", str(exc)) from None
+            except OSError as exc:
+                raise ServeError("--state", f"cannot read {state}: {exc.strerror or exc}") from None
+            log.info("loaded state from %s", state)
+            return portal
+    try:
+        parse_offset(timezone)
+    except ValueError:
+        raise ServeError("--timezone", f"{timezone!r} is not a UTC offset such as +03:00") from None
+    return new_portal(timezone, seed=seed, history=history)
+
+
+def _tls_context(tls: bool, cert: str | None, key: str | None, host: str) -> tuple[ssl.SSLContext | None, str | None]:
+    """The TLS context to serve with (None: plain HTTP) and the directory of a certificate made now."""
+    from connector.emulator.tls import self_signed, server_context
+
+    if (cert is None) != (key is None):
+        raise ServeError("--tls-cert" if cert is None else "--tls-key", "--tls-cert and --tls-key go together")
+    if cert is not None and key is not None:
+        try:
+            return server_context(cert, key), None
+        except (ssl.SSLError, OSError) as exc:
+            raise ServeError("--tls-cert", f"cannot use {cert} with {key}: {exc}") from None
+    if not tls:
+        return None, None
+    directory = tempfile.mkdtemp(prefix="b24sync-emulator-tls-")
+    made_cert, made_key = self_signed(directory, [host])
+    return server_context(made_cert, made_key), directory
+
+
+def _bind(app: EmulatorApp, host: str, port: int, context: ssl.SSLContext | None) -> EmulatorServer:
+    """The server listening on ``host:port``, or a ``ServeError`` saying why it cannot."""
+    try:
+        return EmulatorServer(app, host, port, tls=context)
+    except OverflowError:
+        raise ServeError("--port", f"{port} is not a port number (0-65535)") from None
+    except socket.gaierror:
+        raise ServeError("--host", f"{host!r} is not an address of this machine") from None
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ServeError("--port", f"port {port} on {host} is already in use") from None
+        raise ServeError("--host", f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -131,6 +131,27 @@ def test_refresh_over_http_names_the_emulator_endpoints(make_emulator: Any, whoa
     assert again.json()["result"]["auth"] == "oauth"
 
 
+def test_refresh_over_https_names_https_endpoints(portal: Any, tmp_path: Any, whoami: None) -> None:
+    from connector.emulator.app import EmulatorApp
+    from connector.emulator.server import EmulatorServer
+    from connector.emulator.tls import self_signed, server_context
+    from tests.conftest import GENEROUS
+
+    cert, key = self_signed(tmp_path)
+    app = EmulatorApp(portal, **GENEROUS)
+    tokens = app.add_oauth_client(OAUTH_CLIENT_ID, OAUTH_CLIENT_SECRET)
+    with EmulatorServer(app, tls=server_context(cert, key)) as server:
+        reply = requests.get(f"{server.base_url}/oauth/token/", verify=str(cert), timeout=10, params={
+            "grant_type": "refresh_token", "client_id": OAUTH_CLIENT_ID, "client_secret": OAUTH_CLIENT_SECRET,
+            "refresh_token": tokens["refresh_token"],
+        })
+        fresh = reply.json()
+        assert fresh["client_endpoint"] == server.oauth_url == f"https://127.0.0.1:{server.port}/rest/"
+        again = requests.post(fresh["client_endpoint"] + "test.whoami", json={"auth": fresh["access_token"]},
+                              verify=str(cert), timeout=10)
+        assert again.json()["result"]["auth"] == "oauth"
+
+
 # ---------------------------------------------------------------- events
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,19 +18,21 @@ import pytest
 import requests
 
 LINE = re.compile(r"^webhook: http://127\.0\.0\.1:(\d+)/rest/1/([^/\s]+)/$")
+TLS_LINE = re.compile(r"^webhook: https://127\.0\.0\.1:(\d+)/rest/1/([^/\s]+)/$")
 
 
 class Served:
     """A running ``emulator serve`` process and the webhook it printed."""
 
     def __init__(self, *args: str):
+        tls = any(arg.startswith("--tls") for arg in args)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "jobs.cli", "emulator", "serve", *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             cwd=Path(__file__).resolve().parents[2],
         )
         self.line = self._first_line()
-        match = LINE.match(self.line.rstrip("\n"))
+        match = (TLS_LINE if tls else LINE).match(self.line.rstrip("\n"))
         assert match, f"unexpected first line {self.line!r}"
         self.url = self.line.split(" ", 1)[1].strip()
         self.base = self.url.split("/rest/")[0]
@@ -145,3 +149,122 @@ def test_bad_fault_spec_is_a_usage_error() -> None:
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert "boom" in proc.stderr
+
+
+# ---------------------------------------------------------------------------- bad flags are usage errors
+
+
+def run_serve(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``emulator serve`` with flags it must refuse before serving (a timeout means it served)."""
+    return subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "emulator", "serve", *args],
+        capture_output=True, text=True, timeout=60, cwd=cwd or Path(__file__).resolve().parents[2],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+
+
+class Crafted:
+    """Unpickling this would create ``path``."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self) -> Any:
+        return (open, (str(self.path), "w"))
+
+
+def _busy_port(tmp_path: Path) -> list[str]:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    _LISTENERS.append(listener)  # kept open until the module's tests end
+    return ["--port", str(listener.getsockname()[1])]
+
+
+_LISTENERS: list[socket.socket] = []
+
+
+def _file(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+USAGE: list[tuple[str, Any, str]] = [
+    ("port-in-use", _busy_port, "--port"),
+    ("port-out-of-range", lambda tmp: ["--port", "70000"], "--port"),
+    ("port-negative", lambda tmp: ["--port", "-1"], "--port"),
+    ("timezone-out-of-range", lambda tmp: ["--timezone", "+25:00"], "--timezone"),
+    ("timezone-not-an-offset", lambda tmp: ["--timezone", "Europe/Moscow"], "--timezone"),
+    ("state-garbage", lambda tmp: ["--state", str(_file(tmp, "garbage.state", b"\x00\x01 not a state"))], "--state"),
+    ("state-truncated-json", lambda tmp: ["--state", str(_file(tmp, "cut.state", b'{"format": "b24sync-emulator-state", '
+                                                                                    b'"version": 1}\n{"part": "strin'))],
+     "--state"),
+    ("state-in-a-missing-directory", lambda tmp: ["--state", str(tmp / "missing" / "portal.state")], "--state"),
+    ("state-is-a-directory", lambda tmp: ["--state", str(tmp)], "--state"),
+    ("tls-cert-without-key", lambda tmp: ["--tls-cert", str(_file(tmp, "cert.pem", b"x"))], "--tls-key"),
+    ("tls-pair-not-pem", lambda tmp: ["--tls-cert", str(_file(tmp, "c.pem", b"x")), "--tls-key", str(_file(tmp, "k.pem", b"y"))],
+     "--tls-cert"),
+    ("history-unknown", lambda tmp: ["--history", "ancient"], "--history"),
+    ("host-unknown", lambda tmp: ["--host", "no-such-host.invalid"], "--host"),
+]
+
+
+@pytest.mark.parametrize("make, option", [(m, o) for _, m, o in USAGE], ids=[name for name, _, _ in USAGE])
+def test_a_flag_the_emulator_cannot_use_is_a_usage_error_naming_it(tmp_path: Path, make: Any, option: str) -> None:
+    proc = run_serve(*make(tmp_path))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    assert proc.stderr.startswith("error: ") and option in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_crafted_pickle_as_state_is_refused_and_runs_nothing(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    state = _file(tmp_path, "portal.state", pickle.dumps({"records": Crafted(marker)}))
+    proc = run_serve("--state", str(state))
+    assert proc.returncode == 2 and "--state" in proc.stderr and "pickled" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not marker.exists()
+    assert state.read_bytes() == pickle.dumps({"records": Crafted(marker)})  # left as it was, not overwritten
+
+
+# ---------------------------------------------------------------------------- HTTPS
+
+
+def test_tls_serves_https_with_a_certificate_it_names_on_stderr(served: Any) -> None:
+    server = served("--tls", "--secret", "tls-secret-code")
+    assert server.url.startswith("https://127.0.0.1:")
+    err_line = server.proc.stderr.readline()
+    cert = Path(re.search(r"REQUESTS_CA_BUNDLE=(\S+)", err_line).group(1))
+    assert cert.is_file() and "SSL_CERT_FILE=" in err_line
+    assert requests.get(server.url + "server.time", verify=str(cert), timeout=10).json()["result"]
+    localhost = server.url.replace("127.0.0.1", "localhost")
+    assert requests.get(localhost + "profile", verify=str(cert), timeout=10).json()["result"]["ID"] == "1"
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(server.url + "server.time", timeout=10)  # not trusted without the certificate
+    code, out, err = server.stop()
+    assert code == 0 and out == ""
+    assert "tls-secret-code" not in err
+    assert not cert.exists()  # made for this run, removed with it
+
+
+def test_tls_with_an_existing_certificate_and_key(served: Any, tmp_path: Path) -> None:
+    from connector.emulator.tls import self_signed
+
+    cert, key = self_signed(tmp_path)
+    server = served("--tls-cert", str(cert), "--tls-key", str(key))
+    assert server.url.startswith("https://")
+    assert requests.post(server.url + "crm.deal.add", json={"fields": {"TITLE": "TLS"}}, verify=str(cert), timeout=10).json()["result"] == 1
+    assert server.stop()[0] == 0
+    assert cert.exists() and key.exists()  # someone else's files stay
+
+
+def test_history_flag_picks_the_legacy_writer(served: Any) -> None:
+    server = served("--history", "legacy", "--rate", "100", "--burst", "100")
+    deal = requests.post(server.url + "crm.deal.add", json={"fields": {}}, timeout=10).json()["result"]
+    for stage in ("WON", "EXECUTING"):
+        requests.post(server.url + "crm.deal.update", json={"id": deal, "fields": {"STAGE_ID": stage}}, timeout=10)
+    rows = requests.post(server.url + "crm.stagehistory.list", json={"entityTypeId": 2}, timeout=10).json()["result"]["items"]
+    assert [(r["TYPE_ID"], r["STAGE_ID"]) for r in rows] == [(1, "NEW"), (2, "EXECUTING")]
+    assert server.stop()[0] == 0

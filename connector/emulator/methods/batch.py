@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from connector.emulator.registry import ApiError, Call, Result, dispatch, method
-from connector.encoding import decode_query, scalar_to_str
+from connector.emulator.registry import ApiError, Call, Result, by_name, dispatch, method
+from connector.encoding import MAX_DEPTH, MAX_PAIRS, decode_query, scalar_to_str
 
 MAX_COMMANDS = 50
 
@@ -52,9 +52,16 @@ def commands_of(cmd: Any) -> tuple[list[tuple[str, str]], bool]:
 
 
 def split_command(text: str) -> tuple[str, dict[str, Any]]:
-    """``"crm.deal.list?filter[>ID]=5"`` -> (method, decoded params); references stay as text."""
+    """``"crm.deal.list?filter[>ID]=5"`` -> (method, decoded params); references stay as text.
+
+    Parameters that cannot be read (nested deeper than the encoder allows) are a 400 for the batch.
+    """
     name, _, query = text.partition("?")
-    params = decode_query(query)
+    try:
+        params = by_name(decode_query(query))
+    except ValueError:
+        raise ApiError("INVALID_REQUEST", f"A batch command's parameters cannot be read: nested deeper than "
+                       f"{MAX_DEPTH} levels, more than {MAX_PAIRS} of them, or malformed", 400) from None
     params.pop("auth", None)  # a command runs with the batch's own auth
     return name.strip(), params
 
@@ -118,7 +125,8 @@ def run_batch(params: dict[str, Any], execute: Execute) -> dict[str, Any]:
     """Run a batch: parse ``cmd`` and ``halt``, execute each command in order, assemble the reply.
 
     ``execute(method, params)`` runs one command and returns its Outcome; it also refuses methods
-    that cannot be batched. Raises ApiError for a batch longer than 50 commands (HTTP 400).
+    that cannot be batched. Raises ApiError for a batch longer than 50 commands (HTTP 400) and for
+    a command whose parameters cannot be read; every command is read before the first one runs.
     """
     lowered = {str(k).lower(): v for k, v in params.items()}
     commands, _ = commands_of(lowered.get("cmd"))
@@ -128,8 +136,7 @@ def run_batch(params: dict[str, Any], execute: Execute) -> dict[str, Any]:
     parts: dict[str, dict[str, Any]] = {
         "result": {}, "result_error": {}, "result_total": {}, "result_next": {}, "result_time": {}
     }
-    for key, text in commands:
-        name, command_params = split_command(text)
+    for key, (name, command_params) in [(key, split_command(text)) for key, text in commands]:
         outcome = execute(name, substitute(command_params, parts))
         if outcome.error is not None:
             parts["result_error"][key] = {
