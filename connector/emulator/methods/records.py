@@ -8,13 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from connector.emulator import costs, query
-from connector.emulator.records.fields import ENTITIES, Entity
+from connector.emulator.records.fields import Entity
 from connector.emulator.records.index import sorted_ids
-from connector.emulator.records.params import LEGACY, fields_param, id_param
+from connector.emulator.records.params import LEGACY, fields_param, id_param, register_per_entity
 from connector.emulator.records.userfields import uf_description, userfields
 from connector.emulator.records.views import all_legacy_names, field_description, legacy_lists, legacy_view
 from connector.emulator.records.write import add_record, delete_record, update_record
-from connector.emulator.registry import Call, Result, method
+from connector.emulator.registry import Call, Result
 
 
 def _legacy_list(call: Call, entity: Entity) -> Result:
@@ -77,23 +77,11 @@ def _legacy_fields(call: Call, entity: Entity) -> dict[str, Any]:
     return result
 
 
-def _register(entity: Entity) -> None:
-    """Register crm.<entity>.{list,get,add,update,delete,fields}."""
-    handlers = {
-        "list": _legacy_list,
-        "get": _legacy_get,
-        "add": _legacy_add,
-        "update": _legacy_update,
-        "delete": _legacy_delete,
-        "fields": _legacy_fields,
-    }
-    for suffix, handler in handlers.items():
-        def bound(call: Call, _handler: Any = handler) -> Any:
-            return _handler(call, entity)
-
-        bound.__doc__ = f"crm.{entity.name}.{suffix}"
-        method(f"crm.{entity.name}.{suffix}")(bound)
-
-
-for _entity in ENTITIES.values():
-    _register(_entity)
+register_per_entity({
+    "list": _legacy_list,
+    "get": _legacy_get,
+    "add": _legacy_add,
+    "update": _legacy_update,
+    "delete": _legacy_delete,
+    "fields": _legacy_fields,
+})

@@ -10,12 +10,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from connector.emulator import costs, query
-from connector.emulator.records.fields import ENTITIES, Entity
-from connector.emulator.records.params import connector_key, fields_param, id_param
+from connector.emulator.records.fields import Entity
+from connector.emulator.records.params import connector_key, fields_param, id_param, register_per_entity
 from connector.emulator.records.userfields import (
     LANGS, UF_FLAG_DEFAULTS, UF_FLAGS, UF_LABELS, UF_NAME_RE, UF_TYPES, uf_by_name, uf_changed, userfields,
 )
-from connector.emulator.registry import ApiError, Call, Result, method
+from connector.emulator.registry import ApiError, Call, Result
 
 if TYPE_CHECKING:
     from connector.emulator.state import Portal
@@ -219,16 +219,10 @@ def _uf_delete(call: Call, entity: Entity) -> bool:
     return True
 
 
-def _register(entity: Entity) -> None:
-    """Register crm.<entity>.userfield.{add,get,list,update,delete}."""
-    handlers = {"add": _uf_add, "get": _uf_get, "list": _uf_list, "update": _uf_update, "delete": _uf_delete}
-    for suffix, handler in handlers.items():
-        def bound(call: Call, _handler: Any = handler) -> Any:
-            return _handler(call, entity)
-
-        bound.__doc__ = f"crm.{entity.name}.userfield.{suffix}"
-        method(f"crm.{entity.name}.userfield.{suffix}")(bound)
-
-
-for _entity in ENTITIES.values():
-    _register(_entity)
+register_per_entity({
+    "userfield.add": _uf_add,
+    "userfield.get": _uf_get,
+    "userfield.list": _uf_list,
+    "userfield.update": _uf_update,
+    "userfield.delete": _uf_delete,
+})

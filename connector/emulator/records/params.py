@@ -1,14 +1,16 @@
-"""How the record methods read ``id``, ``fields`` and ``auth_connector``, and how they word their errors.
+"""How the record methods read ``id``, ``fields`` and ``auth_connector``, word their errors, and register.
 
-Legacy crm.<entity>.* and crm.item.* refuse the same things in different words (``ErrorStyle``).
+Legacy crm.<entity>.* and crm.item.* refuse the same things in different words (``ErrorStyle``);
+``register_per_entity`` registers one family of handlers under every entity's name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from connector.emulator.records.fields import Field
-from connector.emulator.registry import ApiError, Call
+from connector.emulator.records.fields import ENTITIES, Entity, Field
+from connector.emulator.registry import ApiError, Call, method
 
 
 class ErrorStyle:
@@ -62,3 +64,14 @@ def fields_param(call: Call) -> dict[str, Any]:
     if raw == [] or raw == [""]:
         return {}
     raise ApiError("", "Parameter 'fields' must be array.", 400)
+
+
+def register_per_entity(handlers: Mapping[str, Callable[[Call, Entity], Any]]) -> None:
+    """Register ``crm.<entity>.<suffix>`` for every entity and every ``suffix: handler(call, entity)``."""
+    for entity in ENTITIES.values():
+        for suffix, handler in handlers.items():
+            def bound(call: Call, _handler: Any = handler, _entity: Entity = entity) -> Any:
+                return _handler(call, _entity)
+
+            bound.__doc__ = f"crm.{entity.name}.{suffix}"
+            method(f"crm.{entity.name}.{suffix}")(bound)
