@@ -66,29 +66,27 @@ def _multi() -> tuple[Field, ...]:
     return tuple(Field(name, "crm_multifield", name.title(), multiple=True, camel="fm") for name in MULTI_FIELDS)
 
 
-_ADDRESS = tuple(
-    _f(name, "string", title)
-    for name, title in (
-        ("ADDRESS", "Street address"),
-        ("ADDRESS_2", "Address (line 2)"),
-        ("ADDRESS_CITY", "City"),
-        ("ADDRESS_POSTAL_CODE", "Zip"),
-        ("ADDRESS_REGION", "Region"),
-        ("ADDRESS_PROVINCE", "State / Province"),
-        ("ADDRESS_COUNTRY", "Country"),
-        ("ADDRESS_COUNTRY_CODE", "Country Code"),
-        ("ADDRESS_LOC_ADDR_ID", "Location address ID"),
-    )
+def _texts(*fields: tuple[str, str]) -> tuple[Field, ...]:
+    return tuple(_f(name, "string", title) for name, title in fields)
+
+
+_ADDRESS = _texts(
+    ("ADDRESS", "Street address"),
+    ("ADDRESS_2", "Address (line 2)"),
+    ("ADDRESS_CITY", "City"),
+    ("ADDRESS_POSTAL_CODE", "Zip"),
+    ("ADDRESS_REGION", "Region"),
+    ("ADDRESS_PROVINCE", "State / Province"),
+    ("ADDRESS_COUNTRY", "Country"),
+    ("ADDRESS_COUNTRY_CODE", "Country Code"),
+    ("ADDRESS_LOC_ADDR_ID", "Location address ID"),
 )
-_UTM = tuple(
-    _f(name, "string", title)
-    for name, title in (
-        ("UTM_SOURCE", "Advertising System"),
-        ("UTM_MEDIUM", "Traffic Type"),
-        ("UTM_CAMPAIGN", "Campaign Identifier"),
-        ("UTM_CONTENT", "Campaign Content"),
-        ("UTM_TERM", "Campaign Search Condition"),
-    )
+_UTM = _texts(
+    ("UTM_SOURCE", "Advertising System"),
+    ("UTM_MEDIUM", "Traffic Type"),
+    ("UTM_CAMPAIGN", "Campaign Identifier"),
+    ("UTM_CONTENT", "Campaign Content"),
+    ("UTM_TERM", "Campaign Search Condition"),
 )
 _AUDIT = (
     _f("ASSIGNED_BY_ID", "user", "Responsible"),
