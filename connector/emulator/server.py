@@ -138,7 +138,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.request_version == "HTTP/0.9":
             self.request_version = "HTTP/1.0"
         status = 501 if code == 501 else 400
-        description = "Unsupported HTTP method" if status == 501 else f"Bad request ({code} {REASONS.get(code) or _REASON.get(code, 'malformed')})"
+        description = _UNPARSED.get(code, "The request line or its headers cannot be parsed")
         reply = Response(status, [("Content-Type", "application/json; charset=utf-8")],
                          envelope.dumps(envelope.error_body("INVALID_REQUEST", description)))
         try:
@@ -169,7 +169,9 @@ def _loggable(path: str) -> str:
     return "(unrouted path)"
 
 
-_REASON = {414: "Request-URI Too Long", 431: "Request Header Fields Too Large"}
+# what http.server could not parse, by the status it wanted to send
+_UNPARSED = {414: "The request line is too long", 431: "Too many or too long request headers",
+             501: "Unsupported HTTP method"}
 
 
 class _HTTPServer(ThreadingHTTPServer):
