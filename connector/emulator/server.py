@@ -34,7 +34,7 @@ from urllib.request import urlopen
 
 from connector import envelope
 from connector.envelope import parse_offset
-from connector.emulator.app import REASONS, EmulatorApp, Request, Response, content_length, reply_headers, unreadable
+from connector.emulator.app import MAX_BODY, REASONS, EmulatorApp, Request, Response, content_length, reply_headers, unreadable
 from connector.emulator.state import Portal
 from connector.emulator.statefile import StateFileError
 
@@ -67,14 +67,20 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.do_handshake()
 
     def _serve(self) -> None:
-        length = content_length(self.headers.get("Content-Length"))
-        if length is None:
-            self._reply(unreadable("Content-Length is not a byte count the portal accepts"), close=True)
-            return
-        body = self._body(length)
-        if body is None:
-            self._reply(unreadable("The request body is shorter than its Content-Length"), close=True)
-            return
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            body = self._chunked_body()
+            if body is None:
+                self._reply(unreadable("The chunked request body cannot be read"), close=True)
+                return
+        else:
+            length = content_length(self.headers.get("Content-Length"))
+            if length is None:
+                self._reply(unreadable("Content-Length is not a byte count the portal accepts"), close=True)
+                return
+            body = self._body(length)
+            if body is None:
+                self._reply(unreadable("The request body is shorter than its Content-Length"), close=True)
+                return
         path, _, query = self.path.partition("?")
         request = Request(
             method=self.command,
@@ -106,6 +112,31 @@ class _Handler(BaseHTTPRequestHandler):
         except (TimeoutError, OSError):
             return None
         return body if len(body) == length else None
+
+    def _chunked_body(self) -> bytes | None:
+        """A ``Transfer-Encoding: chunked`` body, or None when it is malformed, over ``MAX_BODY`` or stalls."""
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                line = self.rfile.readline(1024)
+                head = line.split(b";", 1)[0].strip()
+                if not line.endswith(b"\n") or not head or any(c not in b"0123456789abcdefABCDEF" for c in head):
+                    return None
+                length = int(head, 16)
+                if length == 0:
+                    while self.rfile.readline(8192) not in (b"\r\n", b"\n", b""):  # trailer fields
+                        pass
+                    return b"".join(chunks)
+                size += length
+                if size > MAX_BODY:
+                    return None
+                chunk = self.rfile.read(length)
+                if len(chunk) != length or self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                    return None
+                chunks.append(chunk)
+        except (TimeoutError, OSError):
+            return None
 
     def _reply(self, reply: Response, *, close: bool) -> None:
         """Send a reply; ``close`` ends the connection after it."""

@@ -150,6 +150,10 @@ SOCKET_BAD: list[tuple[str, Callable[[], bytes], int]] = [
     ("body-shorter-than-announced", lambda: request_bytes(
         f"POST {HOOK}/crm.deal.add HTTP/1.1\nHost: x\nContent-Type: application/json\nContent-Length: 500\n",
         b'{"fields": {"TITLE": "cut"}}'), 400),
+    ("chunked-size-not-hex", lambda: request_bytes(
+        f"POST {HOOK}/crm.deal.add HTTP/1.1\nHost: x\nTransfer-Encoding: chunked\n", b"zz\r\nabc\r\n0\r\n\r\n"), 400),
+    ("chunked-cut-short", lambda: request_bytes(
+        f"POST {HOOK}/crm.deal.add HTTP/1.1\nHost: x\nTransfer-Encoding: chunked\n", b"ff\r\n{}"), 400),
     ("broken-request-line", lambda: request_bytes(f"GET {HOOK}/server.time HTTP/1.1 extra\n"), 400),
     ("request-line-too-long", lambda: request_bytes(f"GET /rest/{'x' * 70_000} HTTP/1.1\nHost: x\n"), 400),
     ("too-many-headers", lambda: request_bytes(f"GET {HOOK}/server.time HTTP/1.1\n" + "X-A: 1\n" * 200), 400),
@@ -167,6 +171,15 @@ def test_the_server_answers_what_it_cannot_read_with_the_envelope_and_keeps_serv
     assert impatient.portal.records["deal"] == {}
     good, result = exchange(impatient, request_bytes(f"GET {HOOK}/server.time HTTP/1.1\nHost: x\nConnection: close\n"))
     assert good == 200 and "result" in result
+
+
+def test_a_chunked_body_is_read_like_any_other(impatient: EmulatorServer) -> None:
+    body = json.dumps({"fields": {"TITLE": "По частям"}}).encode()
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:7], body[7:])) + b"0\r\n\r\n"
+    status, reply = exchange(impatient, request_bytes(
+        f"POST {HOOK}/crm.deal.add HTTP/1.1\nHost: x\nContent-Type: application/json\nTransfer-Encoding: chunked\n"
+        "Connection: close\n", chunked))
+    assert status == 200 and impatient.portal.records["deal"][reply["result"]]["TITLE"] == "По частям"
 
 
 def kernel_backlog_cap() -> int:
