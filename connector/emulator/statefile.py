@@ -133,6 +133,8 @@ def _rows_part(rows: list[Mapping[str, Any]], strings: _Strings) -> dict[str, An
         keys = tuple(row)
         index = shape_index.get(keys)
         if index is None:
+            if not all(key.__class__ is str for key in keys):
+                raise TypeError("a state file keeps rows whose field names are strings")
             index = shape_index[keys] = len(members)
             members.append([])
         members[index].append(row)
