@@ -79,7 +79,7 @@ DATA = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dict
 DOCUMENTS = st.dictionaries(NAMES, DATA, max_size=6)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(DOCUMENTS)
 def test_random_toml_documents_load_or_are_config_errors(document: dict[str, Any]) -> None:
     try:

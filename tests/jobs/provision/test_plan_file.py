@@ -124,7 +124,7 @@ PATHS = [
 ] + [f"changes.{i}.{field}" for i in range(len(DATA["changes"])) for field in ("action", "kind", "key", "before", "after", "stock")]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.one_of(
     st.binary(max_size=300).map(lambda b: b.decode("utf-8", "replace")),
     JSON.map(json.dumps),

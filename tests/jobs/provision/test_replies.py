@@ -78,7 +78,7 @@ ALMOST_CATEGORIES = st.fixed_dictionaries({"categories": st.lists(st.fixed_dicti
     {"id": st.sampled_from([0, "0", 1]) | JSON}, optional={k: ODD for k in ("name", "sort", "originId", "originatorId")}), max_size=3)})
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.one_of(st.tuples(JSON, st.just(ROWS)), st.tuples(st.just(CATEGORIES), JSON),
                  st.tuples(ALMOST_CATEGORIES, st.just(ROWS)), st.tuples(st.just(CATEGORIES), ALMOST_ROWS)))
 def test_random_replies_end_in_a_plan_or_one_of_our_errors(mock_client: Any, replies: tuple[Any, Any]) -> None:
