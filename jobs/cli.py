@@ -229,18 +229,11 @@ def out_option(help: str) -> Callable[[Any], Any]:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory: never half a file."""
-    import os
-    import tempfile
+    """Write ``text`` to ``path`` through a temporary file in the same directory (never half a file,
+    the usual permissions): the worker's ``atomic_write``, one implementation for every output file."""
+    from jobs.worker.reports import atomic_write
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text)
 
 
 def _console(err: bool = False) -> Any:
