@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.report import figures, queries, scope as sc
+from jobs.report.access import access_for
 from jobs.report.cohort import Scope, materialize
 from jobs.report.drill import stage_cards
 from jobs.report.model import ENTITIES, MODES, PERIODS, SLICES, CardList, Channel, FunnelReport, Slice, Stage
@@ -99,7 +100,8 @@ def _scope(
     current = {s.id for s in stages.current}
     removed = tuple(s for s in queries.stages_in_history(conn, scope) if s not in current)
     flagged = (*(s.id for s in stages.current), *removed) if mode == "entered" else removed
-    return replace(scope, removed=removed, flagged=flagged), portal
+    access = access_for(conn, kind, narrow=scope.narrow)
+    return replace(scope, removed=removed, flagged=flagged, access=access), portal
 
 
 def _slices(conn: Connection, scope: Scope, keys: Sequence[str | None]) -> list[Slice]:

@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from jobs.report.access import Access
 from jobs.report.model import PROCESS, SUCCESS, Period, Pipeline
 from jobs.report.portable import cents, larger
 from jobs.report.scope import Entity, Stages
@@ -36,6 +37,12 @@ class Scope:
     months: list[tuple[str, datetime]] = field(default_factory=list)  # by month: (label, start in UTC)
     removed: tuple[str, ...] = ()  # STATUS_IDs in the pipeline's history that are no current stage
     flagged: tuple[str, ...] = ()  # stages whose "entered" flag the cohort carries (columns e0, e1, ...)
+    access: Access = field(default_factory=Access)  # how the whole-pipeline scans read the history table
+
+    @property
+    def narrow(self) -> bool:
+        """The filters leave only some cards (a manager, a source, a period): read their rows by card."""
+        return self.assigned is not None or self.source is not None or self.period.bounded
 
     @property
     def as_of(self) -> datetime | None:
@@ -54,11 +61,13 @@ class Scope:
             return sa.literal(0)
         return sa.case(ordered, value=stage, else_=0)
 
-    def in_pipeline(self, table: sa.Table | sa.sql.Alias) -> sa.ColumnElement[bool]:
-        """A history (or card) row belongs to this funnel's pipeline (always, for leads)."""
+    def in_pipeline(self, table: sa.Table | sa.sql.Alias, *, scan: bool = False) -> sa.ColumnElement[bool]:
+        """A history (or card) row belongs to this funnel's pipeline (always, for leads); ``scan``: as the
+        filter of a whole-pipeline scan."""
         if self.entity.category is None:
             return sa.true()
-        return table.c[self.entity.category] == self.pipeline.id
+        column = table.c[self.entity.category]
+        return (self.access.filter(column) if scan else column) == self.pipeline.id
 
     def history_window(self, h: sa.Table | sa.sql.Alias) -> list[sa.ColumnElement[bool]]:
         """History rows visible to the report: all, or those written before the end of an ``active`` period."""
@@ -141,8 +150,7 @@ def _slice(scope: Scope) -> sa.ColumnElement[Any]:
 
 def _restricted(scope: Scope, h: sa.Table) -> list[sa.ColumnElement[bool]]:
     """History rows of the filtered cards only, when a filter narrows the cards (else every row is read anyway)."""
-    narrow = scope.assigned is not None or scope.source is not None or scope.period.bounded
-    return [h.c[scope.entity.owner].in_(card_filter(scope))] if narrow else []
+    return [h.c[scope.entity.owner].in_(card_filter(scope))] if scope.narrow else []
 
 
 def card_filter(scope: Scope) -> sa.Select[Any]:
@@ -187,8 +195,8 @@ def _current_select(scope: Scope) -> sa.Select[Any]:
             sa.func.max(sa.case((h.c[e.stage].in_(scope.success_ids), h.c.date_create))).label("won_at"),
             *_entered_flags(scope, h),
         )
-        .where(scope.in_pipeline(h), *_restricted(scope, h))
-        .group_by(h.c[e.owner])
+        .where(scope.in_pipeline(h, scan=True), *_restricted(scope, h))
+        .group_by(scope.access.order(h.c[e.owner]))
         .subquery("reached")
     )
     if e.category is None:
@@ -243,7 +251,7 @@ def _active_select(scope: Scope) -> sa.Select[Any]:
     reached = (
         sa.select(*aggregates)
         .where(*scope.history_window(h), *_restricted(scope, h))
-        .group_by(h.c[e.owner])
+        .group_by(scope.access.order(h.c[e.owner]))
         .subquery("reached")
     )
     last, last_here = h.alias("last_row"), h.alias("last_here")

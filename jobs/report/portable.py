@@ -1,5 +1,5 @@
-"""SQL that reads the same on SQLite and PostgreSQL: seconds between two moments, exact cents, and
-percentiles from ranks (ROW_NUMBER/COUNT windows) instead of PERCENTILE_CONT, which SQLite lacks.
+"""SQL that reads the same on SQLite and PostgreSQL: seconds between two moments, exact cents, columns
+kept off SQLite's indexes, and percentiles (``percentile_cont`` on PostgreSQL, sorted ranks on SQLite).
 
 Percentiles follow PostgreSQL's ``percentile_cont``: linear interpolation between the two closest ranks.
 """
@@ -41,6 +41,31 @@ def _seconds_default(element: seconds_between, compiler: Any, **kw: Any) -> str:
     later, earlier = list(element.clauses)
     return (f"CAST(EXTRACT(EPOCH FROM ({compiler.process(later, **kw)} - {compiler.process(earlier, **kw)}))"
             " AS DOUBLE PRECISION)")
+
+
+class plain(FunctionElement[Any]):
+    """``plain(column)``: the column's value, which SQLite must not look up through an index (``+column``).
+
+    SQLite's no-op unary ``+`` keeps a filter, GROUP BY or window order off the indexes; other
+    databases get the column as it is (their planners weigh the choice with statistics).
+    """
+
+    name = "plain"
+    inherit_cache = True
+
+    @property
+    def type(self) -> Any:  # type: ignore[override]
+        return list(self.clauses)[0].type
+
+
+@compiles(plain, "sqlite")
+def _plain_sqlite(element: plain, compiler: Any, **kw: Any) -> str:
+    return f"+{compiler.process(list(element.clauses)[0], **kw)}"
+
+
+@compiles(plain)
+def _plain_default(element: plain, compiler: Any, **kw: Any) -> str:
+    return compiler.process(list(element.clauses)[0], **kw)
 
 
 def cents(amount: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:

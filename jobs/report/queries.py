@@ -91,9 +91,10 @@ def stays(scope: Scope, cohort: sa.Table) -> sa.Subquery:
             h.c[e.stage].label("stage"),
             scope.in_pipeline(h).label("here") if e.category is not None else sa.true().label("here"),
             h.c.date_create.label("entered"),
-            sa.func.lead(h.c.date_create).over(partition_by=h.c[e.owner], order_by=h.c.id).label("left_at"),
+            sa.func.lead(h.c.date_create).over(partition_by=scope.access.order(h.c[e.owner]),
+                                               order_by=scope.access.order(h.c.id)).label("left_at"),
         )
-        .where(*scope.history_window(h), h.c[e.owner].in_(sa.select(k.id)))
+        .where(*scope.history_window(h), *([h.c[e.owner].in_(sa.select(k.id))] if scope.narrow else []))
         .subquery("following")
     )
     return (
