@@ -86,7 +86,9 @@ class Worker:
         self._retime(site)
         table = site.timetables.get(REPORT)
         if table is not None and table.after_sync and not self.ctx.stop.is_set() and self.scheduler is not None:
-            self.execute(site, REPORT)
+            # its own job, so the next sync keeps its time; a report still being written makes this one a skip
+            self.scheduler.add_job(self.execute, "date", args=(site, REPORT), id=f"{site.name}:{REPORT}",
+                                   name=f"{site.name} {REPORT} ({table.describe()})", replace_existing=True)
 
     def refresh_lag(self, site: Site) -> None:
         """Read from the mirror up to when each entity holds every change (for ``b24sync_lag_seconds``)."""
