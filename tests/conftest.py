@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from connector import redact
 from connector.auth import WebhookAuth
 from connector.client import Bitrix24Client, RetryPolicy
 from connector.emulator import new_portal
@@ -37,6 +38,14 @@ OAUTH_CLIENT_ID = "local.test.app"
 OAUTH_CLIENT_SECRET = "test-client-secret"
 
 GENEROUS = {"rate": 1_000_000.0, "burst": 1_000_000.0, "operating_budget": 1_000_000_000.0}
+
+
+@pytest.fixture(autouse=True)
+def _secrets_registered_by_this_test_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with the secrets registered before the suite began plus its own, never another
+    test's: a test that registers a plain word as a secret (say "secret") must not mask that word in
+    the messages later tests assert on."""
+    monkeypatch.setattr(redact, "_known", set(redact._known))
 
 
 @pytest.fixture(scope="session")
