@@ -544,11 +544,13 @@ def status_command(db: str | None, config: str | None, fmt: str, max_lag: float 
 @main.command("demo")
 @click.option("--out", "out_dir", default="out/demo", show_default=True, metavar="DIR", help="Folder for the mirror, reports and configs.")
 @click.option("--deals", type=click.IntRange(50, 200_000), default=2000, show_default=True, help="Deals on the seeded portal.")
-def demo_command(out_dir: str, deals: int) -> int:
+@click.option("--port", type=click.IntRange(0, 65535), default=8724, show_default=True,
+              help="The emulator's loopback port (0: any free one); serve the saved portal there again later.")
+def demo_command(out_dir: str, deals: int, port: int) -> int:
     """Everything on an embedded emulator: provision the example config, sync a mirror, print and write the funnels."""
     from jobs.demo import run_demo
 
-    return run_demo(Path(out_dir), deals=deals)
+    return run_demo(Path(out_dir), deals=deals, port=port)
 
 
 # ---------------------------------------------------------------- command groups that live beside their code

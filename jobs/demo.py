@@ -47,12 +47,12 @@ def keep_undeclared_pipelines(config: Config, client: Bitrix24Client) -> Config:
     return config.model_copy(update={"pipelines": [*(config.pipelines or []), *kept]})
 
 
-def _serve(app: EmulatorApp, secret: str, port: int) -> EmulatorServer:
-    """The emulator on ``port`` when it is free, else on any free port."""
+def _server(app: EmulatorApp, secret: str, port: int) -> EmulatorServer:
+    """The emulator bound to ``port`` when it is free, else to any free port (``with`` starts and stops it)."""
     try:
-        return EmulatorServer(app, port=port, secret=secret).start()
+        return EmulatorServer(app, port=port, secret=secret)
     except OSError:
-        return EmulatorServer(app, port=0, secret=secret).start()
+        return EmulatorServer(app, port=0, secret=secret)
 
 
 def _fresh_mirror(out: Path) -> Path:
@@ -164,7 +164,7 @@ def run_demo(out: Path = OUT, *, deals: int = DEALS, console: Console | None = N
                   f"{len(portal.history[2])} deal stage-history rows ({time.perf_counter() - began:.1f} s).")
     code = secrets.token_hex(8)
     engine = db.open_engine(f"sqlite:///{mirror}")
-    with _serve(EmulatorApp(portal, secret=code), code, port) as server:
+    with _server(EmulatorApp(portal, secret=code), code, port) as server:
         console.print(f"Emulator on {server.base_url} (the real portal's limits: 2 requests/s, burst 50); "
                       "everything below goes over HTTP through Bitrix24Client.\n")
         client = Bitrix24Client.from_webhook(server.url)
@@ -211,14 +211,15 @@ def _next_steps(console: Console, out: Path, mirror: Path, config: Path, written
     page = next((p for p in latest if p.stem == "deal-funnel-default"), None)
     opener = "open" if sys.platform == "darwin" else "xdg-open"
     if page is not None:
-        console.print(f"  open the funnel:   {opener} {shlex.quote(_shown(page))}", markup=False)
+        console.print(f"  open the funnel:   {opener} {shlex.quote(_shown(page))}", markup=False, soft_wrap=True)
     query = "SELECT stage_id, count(*), sum(opportunity) FROM crm_deal GROUP BY stage_id ORDER BY 2 DESC"
-    console.print(f"  query the mirror:  sqlite3 {shlex.quote(_shown(mirror))} {shlex.quote(query)}", markup=False)
+    console.print(f"  query the mirror:  sqlite3 {shlex.quote(_shown(mirror))} {shlex.quote(query)}", markup=False, soft_wrap=True)
     secret = shlex.quote(_shown(out / "emulator.secret"))
     console.print(f"  run the worker:    {b24} emulator serve --state {shlex.quote(_shown(out / 'portal.state'))} "
-                  f'--port {port} --secret "$(cat {secret})" &', markup=False)
-    console.print(f"                     {b24} worker --config {shlex.quote(_shown(config))} --metrics-port 9724", markup=False)
-    console.print(f"  check on it:       {b24} status --config {shlex.quote(_shown(config))}", markup=False)
+                  f'--port {port} --secret "$(cat {secret})" &', markup=False, soft_wrap=True)
+    console.print(f"                     {b24} worker --config {shlex.quote(_shown(config))} --metrics-port 9724", markup=False,
+                  soft_wrap=True)
+    console.print(f"  check on it:       {b24} status --config {shlex.quote(_shown(config))}", markup=False, soft_wrap=True)
 
 
 def main() -> int:
