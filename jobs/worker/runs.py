@@ -92,10 +92,11 @@ def _done(run: JobRun, began: float, status: str, error: str | None = None) -> J
 
 
 def lease_holder(site: Site, ttl: float) -> str | None:
-    """Who holds the mirror's sync lease now (None when free, or when that cannot be told: the run will say)."""
+    """Who holds the mirror's sync lease now: None when it is free, when its holder was a process of this
+    host that is gone (the run takes it over at once), or when that cannot be told (the run will say why)."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from jobs.lease import Lease
+    from jobs.lease import Lease, owner_is_gone
     from jobs.sync import LEASE
     from mappings import db
 
@@ -103,9 +104,10 @@ def lease_holder(site: Site, ttl: float) -> str | None:
     if path is not None and not path.exists():
         return None
     try:
-        return Lease(site.engine, LEASE, ttl).held_by()
+        holder = Lease(site.engine, LEASE, ttl).held_by()
     except SQLAlchemyError:
         return None
+    return None if owner_is_gone(holder) else holder
 
 
 def _wait_until_free(site: Site, ctx: Context, wait: float) -> str | None:

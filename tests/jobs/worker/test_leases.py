@@ -6,6 +6,7 @@ run log's intervals say who wrote when. They never overlap.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from typing import Any
@@ -25,6 +26,11 @@ lease.acquire(wait=60)
 print("held", flush=True)
 time.sleep(600)
 """
+
+
+def clean_env() -> dict[str, str]:
+    """The environment without the user's B24SYNC_* settings."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("B24SYNC_")}
 
 
 def never_overlap(engine: Any) -> list[Any]:
@@ -55,6 +61,10 @@ def test_one_writer_per_mirror_and_dead_workers_leases_are_taken_over(make_emula
     [skip] = b_once.jobs(job="sync")
     assert skip["status"] == "skipped" and "another sync of this mirror is running" in skip["error"], skip
     assert served.log.by(CODE_B) == []
+    # and so does a `b24sync sync` started by hand: the same lease
+    by_hand = subprocess.run([sys.executable, "-m", "jobs.cli", "sync", "--config", str(config_b)], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=PATIENCE, env={**clean_env(), "PYTHONPATH": str(ROOT)})
+    assert by_hand.returncode == 1 and "another sync is running on this mirror" in by_hand.stderr, by_hand.stderr
 
     # A dies holding the lease; B takes it over (PostgreSQL: at once, the lock died with A's session;
     # SQLite: once the row expired) and finishes the load A began
@@ -94,3 +104,6 @@ def test_one_writer_per_mirror_and_dead_workers_leases_are_taken_over(make_emula
     everything = never_overlap(engine)
     assert len({r.worker for r in everything}) == 3  # the dead A, B, and A again
     assert_mirror(engine, app)
+    if "@" in url:  # the mirror's URL is in every job line, its password never
+        password = url.split("//", 1)[1].split("@", 1)[0].partition(":")[2]
+        assert all(f":{password}@" not in w.text() for w in (a, b_once, b, a2))
