@@ -32,7 +32,8 @@ import tempfile
 from array import array
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping
-from itertools import islice, repeat
+from itertools import chain, islice, repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
 
@@ -108,20 +109,26 @@ def _dumps(data: Any) -> str:
 
 
 class _Strings:
-    """The file's string table: text -> index, index 0 is None."""
+    """The file's string table: text -> index, index 0 is None (in order of first use)."""
 
     def __init__(self) -> None:
         self.values: list[str | None] = [None]
-        self.index: dict[str, int] = {}
+        self.index: dict[str | None, int] = {None: 0}
 
-    def code(self, value: str | None) -> int:
-        if value is None:
-            return 0
-        code = self.index.get(value)
-        if code is None:
-            code = self.index[value] = len(self.values)
-            self.values.append(value)
-        return code
+    def codes(self, texts: list[str | None]) -> list[int]:
+        """The index of each text, new texts added to the table."""
+        index, values = self.index, self.values
+        fresh = dict.fromkeys(texts)  # distinct, in order of first use
+        for known in fresh.keys() & index.keys():
+            del fresh[known]
+        start = len(values)
+        values.extend(fresh)
+        index.update(zip(fresh, range(start, len(values))))
+        return list(map(index.__getitem__, texts))
+
+
+_TEXT_TYPES = frozenset((str, type(None)))
+_SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
 def _rows_part(rows: list[Mapping[str, Any]], strings: _Strings) -> dict[str, Any]:
@@ -140,46 +147,47 @@ def _rows_part(rows: list[Mapping[str, Any]], strings: _Strings) -> dict[str, An
         members[index].append(row)
         of.append(index)
     shapes = [
-        {"keys": list(keys), "count": len(group), "columns": [_column([r[k] for r in group], strings) for k in keys]}
+        {"keys": list(keys), "count": len(group),
+         "columns": [_column(list(map(itemgetter(k), group)), strings) for k in keys]}
         for keys, group in zip(shape_index, members)
     ]
     return {"shapes": shapes, "of": _pack(of, _INT32) if len(shapes) > 1 else None}
 
 
 def _column(values: list[Any], strings: _Strings) -> dict[str, Any]:
-    if all(v is None or v.__class__ is str for v in values):
-        codes = [strings.code(v) for v in values]
-        if codes and all(c == codes[0] for c in codes):
+    kinds = set(map(type, values))
+    if kinds <= _TEXT_TYPES:
+        codes = strings.codes(values)
+        if codes and codes.count(codes[0]) == len(codes):
             return {"k": codes[0]}
         return {"c": _pack(codes, _INT32)}
-    if all(v.__class__ is int and v in _INT64_RANGE for v in values):
+    if kinds == {int} and min(values) in _INT64_RANGE and max(values) in _INT64_RANGE:
         return {"i": _pack(values, _INT64)}
-    multi = _multi_column(values, strings)
+    multi = _multi_column(values, kinds, strings)
     if multi is not None:
         return multi
+    if kinds <= _SCALARS or (kinds == {list} and set(map(type, chain.from_iterable(values))) <= _SCALARS):
+        return {"r": values}  # scalars, or lists of them (CONTACT_IDS): JSON keeps them as they are
     if all(_plain(v) for v in values):
         return {"r": values}
     return {"t": [_tagged(v) for v in values]}
 
 
-def _multi_column(values: list[Any], strings: _Strings) -> dict[str, Any] | None:
+def _multi_column(values: list[Any], kinds: set[type], strings: _Strings) -> dict[str, Any] | None:
     """Lists of dicts that all have the same string-valued keys (multi-fields), flattened; else None."""
-    keys: tuple[str, ...] | None = None
-    for value in values:
-        if value.__class__ is not list:
-            return None
-        for item in value:
-            if item.__class__ is not dict:
-                return None
-            if keys is None:
-                keys = tuple(item)
-            if tuple(item) != keys or not all(v is None or v.__class__ is str for v in item.values()):
-                return None
-    if keys is None:
+    if kinds != {list}:
         return None
-    items = [item for value in values for item in value]
-    return {"m": list(keys), "n": _pack([len(v) for v in values], _INT32),
-            "f": [_pack([strings.code(item[k]) for item in items], _INT32) for k in keys]}
+    items = list(chain.from_iterable(values))
+    if not items or set(map(type, items)) != {dict}:
+        return None
+    shapes = set(map(tuple, items))
+    if len(shapes) != 1:
+        return None
+    (keys,) = shapes
+    if not set(map(type, chain.from_iterable(map(dict.values, items)))) <= _TEXT_TYPES:
+        return None
+    return {"m": list(keys), "n": _pack(list(map(len, values)), _INT32),
+            "f": [_pack(strings.codes(list(map(itemgetter(k), items))), _INT32) for k in keys]}
 
 
 def _plain(value: Any) -> bool:
