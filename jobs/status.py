@@ -36,6 +36,7 @@ class EntityStatus:
     complete_at: datetime | None = None  # the start of the run whose window the last successful run closed
     lag: float | None = None  # seconds from complete_at to now
     last_error: dict[str, Any] | None = None  # the newest failed run: when and why
+    latest: dict[str, dict[str, Any]] = field(default_factory=dict)  # job -> its newest row of this entity
 
     def to_data(self) -> dict[str, Any]:
         """As JSON data."""
@@ -105,32 +106,44 @@ def _row(row: dict[str, Any] | None) -> dict[str, Any] | None:
 # ---------------------------------------------------------------- reading the mirror
 
 
-def _latest(conn: Connection, where: Any) -> dict[tuple[str, str], dict[str, Any]]:
-    """The newest run-log row per (job, entity) among the rows ``where`` selects."""
+RECENT = 500  # run-log rows read per entity (newest first, by its index): the last error is looked for among them
+
+
+def _recent(conn: Connection, entity: str) -> list[dict[str, Any]]:
+    """The newest sync and reconcile rows of one entity, newest first (an index scan, however long the log)."""
     t = b24sync_run
-    newest = sa.select(sa.func.max(t.c.id)).where(where).group_by(t.c.job, t.c.entity)
-    return {(r["job"], r["entity"]): dict(r) for r in conn.execute(sa.select(t).where(t.c.id.in_(newest))).mappings()}
+    query = (sa.select(t).where((t.c.entity == entity) & t.c.job.in_(WRITING_JOBS))
+             .order_by(t.c.started_at.desc(), t.c.id.desc()).limit(RECENT))
+    return [dict(r) for r in conn.execute(query).mappings()]
 
 
-def _complete_at(conn: Connection) -> dict[str, datetime]:
-    """Per entity, the moment up to which the mirror holds every change.
+def _complete_at(conn: Connection, entity: str, recent: list[dict[str, Any]]) -> datetime | None:
+    """The moment up to which the mirror holds every change of ``entity`` (None: never synced successfully).
 
-    A successful run closes the window its stream had open, which may have been opened by earlier
-    runs that failed or were interrupted; the window reads up to the portal's time when it opened,
-    so the start of the first run after the previous success is the conservative moment.
+    A successful run closes the window its stream had open, which earlier runs that failed or were
+    interrupted may have opened; the window reads up to the portal's time when it opened, so the
+    start of the first run after the previous success is the conservative moment.
     """
+    syncs = [r for r in recent if r["job"] == "sync"]
+    ok = next((i for i, r in enumerate(syncs) if r["status"] == "ok"), None)
+    previous = next((i for i in range(ok + 1, len(syncs)) if syncs[i]["status"] == "ok"), None) if ok is not None else None
+    if ok is not None and (previous is not None or len(recent) < RECENT):
+        return min(r["started_at"] for r in syncs[ok:previous])
+    t = b24sync_run  # the chain is longer than the rows read: ask the database
+    mine = (t.c.entity == entity) & (t.c.job == "sync")
+    ok_id = conn.execute(sa.select(sa.func.max(t.c.id)).where(mine & (t.c.status == "ok"))).scalar()
+    if ok_id is None:
+        return None
+    before = conn.execute(sa.select(sa.func.max(t.c.id)).where(mine & (t.c.status == "ok") & (t.c.id < ok_id))).scalar()
+    return conn.execute(sa.select(sa.func.min(t.c.started_at)).where(mine & (t.c.id <= ok_id) & (t.c.id > (before or 0)))).scalar()
+
+
+def _latest_report(conn: Connection) -> dict[str, Any] | None:
     t = b24sync_run
-    sync = t.c.job == "sync"
-    last_ok = sa.select(t.c.entity, sa.func.max(t.c.id).label("ok_id")).where(sync & (t.c.status == "ok")).group_by(t.c.entity).subquery()
-    before = (sa.select(t.c.entity, sa.func.max(t.c.id).label("prev_id"))
-              .select_from(t.join(last_ok, t.c.entity == last_ok.c.entity))
-              .where(sync & (t.c.status == "ok") & (t.c.id < last_ok.c.ok_id))
-              .group_by(t.c.entity).subquery())
-    first = (sa.select(t.c.entity, sa.func.min(t.c.started_at).label("since"))
-             .select_from(t.join(last_ok, t.c.entity == last_ok.c.entity).outerjoin(before, t.c.entity == before.c.entity))
-             .where(sync & (t.c.id <= last_ok.c.ok_id) & (t.c.id > sa.func.coalesce(before.c.prev_id, 0)))
-             .group_by(t.c.entity))
-    return {row.entity: row.since for row in conn.execute(first)}
+    query = (sa.select(t).where((t.c.entity == REPORT_ENTITY) & (t.c.job == "report"))
+             .order_by(t.c.started_at.desc(), t.c.id.desc()).limit(1))
+    row = conn.execute(query).mappings().first()
+    return dict(row) if row is not None else None
 
 
 def _rows(conn: Connection, stream: ent.Stream) -> int | None:
@@ -142,24 +155,21 @@ def _rows(conn: Connection, stream: ent.Stream) -> int | None:
 
 def entity_statuses(conn: Connection, now: datetime) -> list[EntityStatus]:
     """Every stream the run log or the sync state knows, in declaration order."""
-    t = b24sync_run
-    last = _latest(conn, t.c.job.in_(WRITING_JOBS))
-    errors = _latest(conn, t.c.job.in_(WRITING_JOBS) & (t.c.status == "failed"))
-    complete = _complete_at(conn)
     cursors = {row.stream: row.cursor_at for row in conn.execute(sa.select(b24sync_state.c.stream, b24sync_state.c.cursor_at))}
-    names = {entity for (_, entity) in last} | set(cursors)
-    order = {name: i for i, name in enumerate(ent.STREAMS)}
     found = []
-    for name in sorted(names, key=lambda n: (order.get(n, len(order)), n)):
-        runs = [row for (job, entity), row in last.items() if entity == name]
-        newest = max(runs, key=lambda r: r["id"]) if runs else None
-        failed = [row for (job, entity), row in errors.items() if entity == name]
-        error = max(failed, key=lambda r: r["id"]) if failed else None
-        status = EntityStatus(name, newest, cursor=cursors.get(name), complete_at=complete.get(name))
+    for name in [*ent.STREAMS, *sorted(set(cursors) - set(ent.STREAMS))]:
+        recent = _recent(conn, name)
+        if not recent and name not in cursors:
+            continue
+        status = EntityStatus(name, recent[0] if recent else None, cursor=cursors.get(name),
+                              complete_at=_complete_at(conn, name, recent) if recent else None)
+        for row in recent:
+            status.latest.setdefault(row["job"], row)
         if name in ent.STREAMS:
             status.rows = _rows(conn, ent.STREAMS[name])
         if status.complete_at is not None:
             status.lag = max(0.0, (now - status.complete_at).total_seconds())
+        error = next((r for r in recent if r["status"] == "failed"), None)
         if error is not None:
             status.last_error = {"at": error["finished_at"] or error["started_at"], "message": error["error"]}
         found.append(status)
@@ -168,9 +178,10 @@ def entity_statuses(conn: Connection, now: datetime) -> list[EntityStatus]:
 
 def read_status(engine: Engine, *, schedule: Any = None, max_lag: float | None = None, now: datetime | None = None) -> Status:
     """The mirror's status (see the module docstring); ``schedule`` is a config's ``[schedule]`` (next runs)."""
-    from jobs.lease import Lease
+    from jobs.lease import Lease, owner_is_gone
     from jobs.sync import LEASE
     from jobs.sync import portal as portals
+    from jobs.worker.schedule import portal_timezone
 
     now = now or datetime.now(timezone.utc)
     result = Status(db.shown(engine), now, max_lag=max_lag)
@@ -184,16 +195,16 @@ def read_status(engine: Engine, *, schedule: Any = None, max_lag: float | None =
             return result
         result.portal = portals.read(conn)
         result.entities = entity_statuses(conn, now)
-        last_jobs = _latest(conn, sa.true())
-    result.lease = Lease(engine, LEASE).held_by()
-    by_job: dict[str, dict[str, Any]] = {}
-    for (job, _), row in last_jobs.items():
-        if job not in by_job or row["id"] > by_job[job]["id"]:
-            by_job[job] = row
-    from jobs.worker.schedule import portal_timezone
-
+        report = _latest_report(conn)
+    holder = Lease(engine, LEASE).held_by()
+    result.lease = None if owner_is_gone(holder) else holder
+    by_job: dict[str, dict[str, Any]] = {"report": report} if report is not None else {}
+    for entity in result.entities:
+        for job, row in entity.latest.items():
+            if job not in by_job or (row["started_at"], row["id"]) > (by_job[job]["started_at"], by_job[job]["id"]):
+                by_job[job] = row
     result.jobs = _jobs(by_job, schedule, portal_timezone(engine), now)
-    _judge(result, last_jobs)
+    _judge(result, report)
     return result
 
 
@@ -217,7 +228,7 @@ def _jobs(last: Mapping[str, dict[str, Any]], schedule: Any, tz: Any, now: datet
     return found
 
 
-def _judge(result: Status, last_jobs: Mapping[tuple[str, str], dict[str, Any]]) -> None:
+def _judge(result: Status, report: dict[str, Any] | None) -> None:
     if not result.entities:
         result.problems.append("the mirror was never synced: its run log is empty")
     behind, never = [], []
@@ -233,9 +244,8 @@ def _judge(result: Status, last_jobs: Mapping[tuple[str, str], dict[str, Any]]) 
         result.problems.append(f"lag over --max-lag {result.max_lag:g} s: {', '.join(behind)}")
     if never:
         result.problems.append(f"never synced successfully: {', '.join(never)}")
-    for (job, entity), row in last_jobs.items():
-        if job not in WRITING_JOBS and row["status"] == "failed":
-            result.problems.append(f"the last {job} failed: {row['error'] or 'no reason recorded'}")
+    if report is not None and report["status"] == "failed":
+        result.problems.append(f"the last report failed: {report['error'] or 'no reason recorded'}")
 
 
 # ---------------------------------------------------------------- the command

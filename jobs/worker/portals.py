@@ -125,6 +125,7 @@ def load_sites(
 
 
 def _site(name: str, path: Path | None, timeout: float | None, environ: Mapping[str, str]) -> Site:
+    from connector.auth import OAuthAuth
     from jobs.portal import resolve
     from mappings.config import Config
     from mappings.loader import load_config
@@ -140,8 +141,7 @@ def _site(name: str, path: Path | None, timeout: float | None, environ: Mapping[
         reports = Path(config.schedule.reports_dir).expanduser()
         if not reports.is_absolute():
             reports = (path.resolve().parent if path is not None else Path.cwd()) / reports
-    return Site(name, path, config.schedule, target, reports, timetables(config.schedule),
-                oauth=type(spec.auth).__name__ == "OAuthAuth")
+    return Site(name, path, config.schedule, target, reports, timetables(config.schedule), oauth=isinstance(spec.auth, OAuthAuth))
 
 
 def _check_distinct(sites: Sequence[Site]) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from click.testing import CliRunner
@@ -98,3 +98,25 @@ def test_a_mirror_never_synced_exits_1(tmp_path: Any) -> None:
     assert not (tmp_path / "nothing.sqlite3").exists()
     unreachable = status("--db", "postgresql+psycopg://someone:s3cret-pass@127.0.0.1:1/none")
     assert unreachable.exit_code == 1 and "s3cret-pass" not in unreachable.output and "cannot use the mirror" in unreachable.output
+
+
+def test_the_lag_counts_from_the_run_that_opened_the_window_the_last_success_closed(make_mirror: Any, monkeypatch: Any) -> None:
+    import jobs.status as status_module
+
+    _, engine = make_mirror()
+    t0 = datetime(2026, 12, 1, 8, 0, tzinfo=timezone.utc)
+    log = [("ok", 0), ("failed", 10), ("interrupted", 20), ("ok", 30)]  # the window opened at +10 was closed at +30
+    with engine.begin() as conn:
+        for number, (outcome, minutes) in enumerate(log):
+            moment = t0 + timedelta(minutes=minutes)
+            conn.execute(b24sync_run.insert().values(run_id=f"r{number}", job="sync", entity="deal", started_at=moment,
+                                                     finished_at=moment + timedelta(minutes=1), status=outcome))
+    now = t0 + timedelta(minutes=40)
+    for recent in (500, 2):  # the rows read cover the chain, or the database is asked
+        monkeypatch.setattr(status_module, "RECENT", recent)
+        [deal] = read_status(engine, now=now).entities
+        assert deal.complete_at == t0 + timedelta(minutes=10) and deal.lag == 30 * 60
+        assert deal.last["status"] == "ok"
+    assert deal.last_error is None  # looked for among the rows read only
+    monkeypatch.setattr(status_module, "RECENT", 500)
+    assert read_status(engine, now=now).entities[0].last_error == {"at": t0 + timedelta(minutes=11), "message": None}
