@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -34,6 +33,8 @@ from jobs.report import synthetic as syn  # noqa: E402
 from mappings import db  # noqa: E402
 
 VERSION = 3  # of the generated data: a new version regenerates the cache
+# the index the report asks the mirror for: a history row's card, ID, pipeline, stage and time in one place
+COVERING = ("ix_bench_history_cover", "crm_deal_stage_history", "deal_id, id, category_id, stage_id, date_create")
 SEED = 2026
 CASES = ("funnel", "by assigned", "drill-down", "naive baseline")
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "b24sync-bench"
@@ -110,6 +111,40 @@ def sqlite_mirror(cache: Path, rows: int) -> str:
     return url
 
 
+def with_covering_index(url: str, wanted: bool) -> str:
+    """The mirror with (``wanted``) or without the covering history index: a cached copy for SQLite,
+    the same schema with the index created or dropped for PostgreSQL."""
+    name, table, columns = COVERING
+    if url.startswith("sqlite"):
+        if not wanted:
+            return url
+        source = Path(url.removeprefix("sqlite:///"))
+        copy = source.with_name(source.name.replace(".sqlite3", "-index.sqlite3"))
+        if not copy.exists():
+            import sqlite3
+
+            partial = copy.with_name(copy.name + ".partial")
+            partial.write_bytes(source.read_bytes())
+            conn = sqlite3.connect(partial)
+            try:
+                conn.execute(f"CREATE INDEX {name} ON {table} ({columns})")
+                conn.commit()
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the file before it is renamed
+            finally:
+                conn.close()
+            partial.rename(copy)
+        return f"sqlite:///{copy}"
+    engine = db.open_engine(url)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if wanted:
+            conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns})")
+            conn.exec_driver_sql(f"VACUUM ANALYZE {table}")
+        else:
+            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
+    engine.dispose()
+    return url
+
+
 def postgresql_mirror(base: str, rows: int) -> str:
     """The URL of a cached PostgreSQL mirror (a schema in ``base``) with ``rows`` history rows."""
     schema = f"b24sync_bench_r{rows}_s{SEED}_v{VERSION}"
@@ -162,22 +197,27 @@ def run_case(url: str, case: str) -> Any:
         engine.dispose()
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def _status_mb(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (the peak since this process image started: unlike ``ru_maxrss``
+    it does not carry the parent's peak across fork and exec) from /proc/self/status, in MB."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def child(url: str, case: str, repeat: int) -> dict[str, Any]:
     """Time ``case`` ``repeat`` times (the first run separately), then once more under tracemalloc."""
     from jobs import report  # noqa: F401 - imported before the idle RSS is taken
 
-    idle = _rss_mb()
+    idle = _status_mb("VmRSS")
     times = []
     for _ in range(repeat):
         started = time.perf_counter()
         result = run_case(url, case)
         times.append(time.perf_counter() - started)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _status_mb("VmHWM")
     tracemalloc.start()
     run_case(url, case)
     heap = tracemalloc.get_traced_memory()[1] / 2**20
@@ -199,7 +239,8 @@ def main() -> None:
     """Generate (or reuse) the mirrors, then measure every case on each and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", default="100000,1000000", help="history rows per mirror, comma-separated")
-    parser.add_argument("--db", default="sqlite,postgresql", help="sqlite, postgresql or both")
+    parser.add_argument("--db", default="sqlite,sqlite+index,postgresql,postgresql+index",
+                        help="sqlite, postgresql; +index: with the covering history index the report asks for")
     parser.add_argument("--pg-url", default=os.environ.get("B24SYNC_BENCH_PG_URL") or os.environ.get("B24SYNC_TEST_PG_URL"))
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where the SQLite mirrors are kept")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per case (best and first are shown)")
@@ -211,30 +252,35 @@ def main() -> None:
         return
     sizes = [int(r) for r in args.rows.split(",")]
     kinds = [k.strip() for k in args.db.split(",")]
-    if "postgresql" in kinds and not args.pg_url:
+    if any(k.startswith("postgresql") for k in kinds) and not args.pg_url:
         print("postgresql left out: give --pg-url (or set B24SYNC_BENCH_PG_URL / B24SYNC_TEST_PG_URL)", file=sys.stderr)
-        kinds.remove("postgresql")
+        kinds = [k for k in kinds if not k.startswith("postgresql")]
     results: dict[tuple[str, int, str], dict[str, Any]] = {}
-    print(f"{'database':<11}{'history rows':>13}{'deals':>9}  {'report':<15}{'best s':>8}{'first s':>9}"
+    print(f"{'database':<17}{'history rows':>13}{'deals':>9}  {'report':<15}{'best s':>8}{'first s':>9}"
           f"{'peak RSS MB':>13}{'over idle':>10}{'py heap MB':>11}")
     for kind in kinds:
         for rows in sizes:
-            url = sqlite_mirror(args.cache, rows) if kind == "sqlite" else postgresql_mirror(args.pg_url, rows)
+            base = sqlite_mirror(args.cache, rows) if kind.startswith("sqlite") else postgresql_mirror(args.pg_url, rows)
+            url = with_covering_index(base, kind.endswith("+index"))
             engine = db.open_engine(url)
             with engine.connect() as conn:
                 deals = int(conn.execute(sa.text("SELECT count(*) FROM crm_deal")).scalar() or 0)
             engine.dispose()
             for case in CASES:
+                if case == "naive baseline" and kind.endswith("+index"):
+                    continue
                 r = results[(kind, rows, case)] = measure(url, case, args.repeat)
-                print(f"{kind:<11}{rows:>13,}{deals:>9,}  {case:<15}{r['best']:>8.3f}{r['first']:>9.3f}"
+                print(f"{kind:<17}{rows:>13,}{deals:>9,}  {case:<15}{r['best']:>8.3f}{r['first']:>9.3f}"
                       f"{r['peak']:>13.1f}{r['peak'] - r['idle']:>10.1f}{r['heap']:>11.1f}", flush=True)
     if len(sizes) > 1:
         low, high = min(sizes), max(sizes)
         print(f"\ngrowth from {low:,} to {high:,} history rows (x{high / low:g}):")
         for kind in kinds:
             for case in CASES:
+                if (kind, low, case) not in results:
+                    continue
                 a, b = results[(kind, low, case)], results[(kind, high, case)]
-                print(f"  {kind:<11}{case:<15} time x{b['best'] / a['best']:.1f}   memory over idle "
+                print(f"  {kind:<17}{case:<15} time x{b['best'] / a['best']:.1f}   memory over idle "
                       f"{a['peak'] - a['idle']:.1f} -> {b['peak'] - b['idle']:.1f} MB   py heap {a['heap']:.1f} -> {b['heap']:.1f} MB")
 
 

@@ -4,9 +4,10 @@ report, and render it in the format asked for (the command line itself only pars
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,18 +44,25 @@ class Filters:
                     include_deleted=self.include_deleted)
 
 
-def _mirror(db_url: str | None, config: str | None, environ: Mapping[str, str] | None) -> tuple[Any, list[str]]:
-    """The mirror's engine, and the config's key of its default pipeline (``--pipeline sales`` names pipeline 0)."""
+@contextlib.contextmanager
+def _mirror(db_url: str | None, config: str | None, environ: Mapping[str, str] | None) -> Iterator[tuple[Any, list[str]]]:
+    """The mirror's engine (disposed afterwards), and the config's key of its default pipeline
+    (``--pipeline sales`` names pipeline 0: the portal stores no key on it)."""
     from jobs.portal import config_path
     from jobs.sync.command import mirror_target, open_mirror
     from mappings.loader import load_config
 
+    environ = os.environ if environ is None else environ
     path = config_path(config, environ)
     keys: list[str] = []
     if path is not None:
         pipelines = load_config(path).pipelines or []
         keys = [p.key for p in pipelines if getattr(p, "default", False)]
-    return open_mirror(mirror_target(db_url, config, environ)), keys
+    engine = open_mirror(mirror_target(db_url, config, environ))
+    try:
+        yield engine, keys
+    finally:
+        engine.dispose()
 
 
 def _table_text(draw: Any) -> str:
@@ -100,12 +108,9 @@ def run_funnel(
     environ: Mapping[str, str] | None = None,
 ) -> str | None:
     """``report funnel``: the funnel of the mirror as text (None when a table was printed on ``terminal``)."""
-    engine, keys = _mirror(db_url, config, os.environ if environ is None else environ)
-    try:
+    with _mirror(db_url, config, environ) as (engine, keys):
         report = funnel(engine, by=by, cards_per_stage=HTML_CARDS if fmt == "html" else 0, default_keys=keys,
                         **filters.options())
-    finally:
-        engine.dispose()
     return funnel_output(report, fmt, terminal=terminal)
 
 
@@ -121,9 +126,6 @@ def run_cards(
     environ: Mapping[str, str] | None = None,
 ) -> str | None:
     """``report cards``: the cards counted at ``stage`` as text (None when a table was printed on ``terminal``)."""
-    engine, keys = _mirror(db_url, config, os.environ if environ is None else environ)
-    try:
+    with _mirror(db_url, config, environ) as (engine, keys):
         found = cards(engine, stage=stage, limit=limit, default_keys=keys, **filters.options())
-    finally:
-        engine.dispose()
     return cards_output(found, fmt, terminal=terminal)

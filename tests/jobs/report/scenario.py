@@ -77,9 +77,9 @@ class Scenario:
     leads: dict[str, int] = field(default_factory=dict)
     status_rows: dict[str, int] = field(default_factory=dict)
 
-    def start(self) -> "Scenario":
-        """A fresh portal (+03:00) with two more managers, served over HTTP."""
-        self.portal = new_portal("+03:00")
+    def start(self, history: str = "current") -> "Scenario":
+        """A fresh portal (+03:00) with two more managers, served over HTTP (``history``: its history writer)."""
+        self.portal = new_portal("+03:00", history=history)
         self.portal.clock = lambda: self.now.timestamp()
         for user_id, (first, last) in USERS.items():
             assert new_user(self.portal, name=first, last_name=last)["ID"] in (user_id, str(user_id))
