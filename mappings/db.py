@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -223,10 +224,28 @@ def exists(engine: Engine) -> bool:
         return sa.inspect(conn).has_table("alembic_version")
 
 
+_WRITERS: "weakref.WeakKeyDictionary[Engine, threading.Lock]" = weakref.WeakKeyDictionary()
+_WRITERS_LOCK = threading.Lock()
+
+
+def _writer_lock(engine: Engine) -> threading.Lock:
+    with _WRITERS_LOCK:
+        lock = _WRITERS.get(engine)
+        if lock is None:
+            lock = _WRITERS[engine] = threading.Lock()
+        return lock
+
+
 @contextlib.contextmanager
 def begin_write(engine: Engine) -> Iterator[Connection]:
-    """A write transaction: committed on success, rolled back on error; SQLite takes its lock first."""
-    with engine.connect() as conn:
+    """A write transaction: committed on success, rolled back on error; SQLite takes its lock first.
+
+    SQLite has one writer at a time: the threads of this process queue on a lock of their own
+    (woken at once, where SQLite's busy handler would poll with growing sleeps); other processes
+    still meet SQLite's own lock (``BEGIN IMMEDIATE`` with the busy timeout).
+    """
+    local = _writer_lock(engine) if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+    with local, engine.connect() as conn:
         conn.execution_options(b24sync_write=True)
         with conn.begin():
             yield conn
@@ -336,22 +355,65 @@ def upsert(
     """``INSERT ... ON CONFLICT (keys) DO UPDATE`` of many rows (all with the same columns) in one executemany.
 
     ``keys`` defaults to the primary key; ``update`` to every other column given (an empty list
-    means ``DO NOTHING``: insert new rows, keep existing ones as they are).
+    means ``DO NOTHING``: insert new rows, keep existing ones as they are). The statement is
+    compiled once per table and column set; each value goes through its column type's own bind
+    processing (the same conversion SQLAlchemy applies), then straight to the driver.
     """
     if not rows:
         return
-    if conn.dialect.name == "postgresql":
+    names = tuple(rows[0].keys())
+    keys = tuple(keys or (c.name for c in table.primary_key))
+    changing = tuple(n for n in names if n not in keys) if update is None else tuple(update)
+    sql, positional, order, plan = _upsert_plan(conn, table, names, keys, changing)
+    if positional:
+        params: list[Any] = [tuple(value if proc is None else proc(value) for proc, value in zip(plan, map(row.__getitem__, order)))
+                             for row in rows]
+    else:
+        params = [{name: (row[name] if proc is None else proc(row[name])) for name, proc in zip(order, plan)} for row in rows]
+    conn.exec_driver_sql(sql, params)
+
+
+_UPSERTS: dict[tuple[Any, ...], tuple[sa.Table, str, bool, list[str], list[Any]]] = {}
+_UPSERTS_LOCK = threading.Lock()
+
+
+def _upsert_plan(conn: Connection, table: sa.Table, names: tuple[str, ...], keys: tuple[str, ...],
+                 changing: tuple[str, ...]) -> tuple[str, bool, list[str], list[Any]]:
+    """The compiled upsert of a table and column set: SQL text, paramstyle, parameter order, a bind processor each."""
+    dialect = conn.dialect
+    key = (dialect.name, table.name, id(table), names, keys, changing)
+    with _UPSERTS_LOCK:
+        found = _UPSERTS.get(key)
+    if found is not None and found[0] is table:
+        return found[1], found[2], found[3], found[4]
+    if dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
-    elif conn.dialect.name == "sqlite":
+    elif dialect.name == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     else:  # pragma: no cover - open_engine refuses other databases
-        raise MirrorDatabaseError(f"no upsert for {conn.dialect.name}")
-    keys = list(keys or [c.name for c in table.primary_key])
-    names = list(rows[0].keys())
-    changing = [n for n in names if n not in keys] if update is None else list(update)
-    stmt = insert(table)
+        raise MirrorDatabaseError(f"no upsert for {dialect.name}")
+    stmt = insert(table).values({name: sa.bindparam(name, type_=table.c[name].type) for name in names})
     if changing:
-        stmt = stmt.on_conflict_do_update(index_elements=keys, set_={n: stmt.excluded[n] for n in changing})
+        stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_={n: stmt.excluded[n] for n in changing})
     else:
-        stmt = stmt.on_conflict_do_nothing(index_elements=keys)
-    conn.execute(stmt, [dict(row) for row in rows])  # one compiled statement, the driver's executemany
+        stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
+    compiled = stmt.compile(dialect=dialect)
+    sql = str(compiled)
+    positional = bool(compiled.positional)
+    order = list(compiled.positiontup or ()) if positional else list(names)
+    if not positional and dialect.paramstyle == "pyformat":  # tuples bind faster than dicts: %(name)s -> %s
+        order = re.findall(r"%\((\w+)\)s", sql)
+        sql = re.sub(r"%\((\w+)\)s", "%s", sql)
+        positional = True
+    if sorted(order) != sorted(names):  # pragma: no cover - every parameter is one of the columns given
+        raise MirrorDatabaseError(f"upsert of {table.name}: unexpected parameters {order}")
+    plan = []
+    for name in order:
+        column_type = table.c[name].type
+        plan.append(column_type.dialect_impl(dialect).bind_processor(dialect)
+                    if not isinstance(column_type, sa.types.TypeDecorator) else column_type.bind_processor(dialect))
+    with _UPSERTS_LOCK:
+        if len(_UPSERTS) > 512:
+            _UPSERTS.clear()
+        _UPSERTS[key] = (table, sql, positional, order, plan)
+    return sql, positional, order, plan

@@ -330,8 +330,12 @@ def typed_columns(
     row: dict[str, Any] = {}
     get = record.get
     for rest, name, parse in _plan(stream):
+        value = get(rest)
+        if value is None:
+            row[name] = None
+            continue
         try:
-            row[name] = parse(get(rest), portal_tz)
+            row[name] = parse(value, portal_tz)
         except FieldError as exc:
             if name == "id":
                 raise
@@ -370,15 +374,23 @@ def record_row(
 def raw_json(record: Mapping[str, Any]) -> dict[str, Any]:
     """A decoded REST record as stored in ``raw``: the same data, NUL characters removed (JSONB cannot hold them).
 
-    The record came out of a JSON reply, so it is JSON data already; only its strings are checked.
+    The record came out of a JSON reply, so it is JSON data already; only its strings are checked,
+    and it is copied only when one holds a NUL.
     """
-    for value in record.values():
-        if type(value) is str:
-            if "\x00" in value:
-                return parse_json(dict(record))
-        elif value is not None and not isinstance(value, (int, float)):
-            return parse_json(dict(record))  # lists and objects: the thorough path
+    if _has_nul(record):
+        return parse_json(dict(record))
     return dict(record)
+
+
+def _has_nul(value: Any) -> bool:
+    kind = type(value)
+    if kind is str:
+        return "\x00" in value
+    if kind is dict:
+        return any(_has_nul(v) or (type(k) is str and "\x00" in k) for k, v in value.items())
+    if kind is list:
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def multifield_rows(stream: ent.Stream, record: Mapping[str, Any]) -> list[dict[str, Any]]:

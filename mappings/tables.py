@@ -40,6 +40,8 @@ class UtcDateTime(sa.types.TypeDecorator):
         """Aware -> UTC (naive UTC on SQLite)."""
         if value is None:
             return None
+        if value.__class__ is datetime and value.tzinfo is timezone.utc:  # what the sync binds: already UTC
+            return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
         if not isinstance(value, datetime):
             raise TypeError(f"UtcDateTime takes a datetime, not {type(value).__name__}")
         if value.tzinfo is None or value.utcoffset() is None:

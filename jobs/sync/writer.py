@@ -48,6 +48,15 @@ def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterable[Sequence[An
         yield items[start:start + size]
 
 
+def _among(column: Any, keys: Sequence[int], conn: Connection) -> Any:
+    """``column IN keys``: one array parameter on PostgreSQL (no plan per list length), an IN list elsewhere."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return column == sa.any_(sa.cast(sa.literal(list(keys), ARRAY(sa.BigInteger())), ARRAY(sa.BigInteger())))
+    return column.in_(keys)
+
+
 def _kind_of(column_type: Any) -> str:
     for cls, kind in _KIND_OF_TYPE:
         if isinstance(column_type, cls):
@@ -133,14 +142,12 @@ class Writer:
             if moments:
                 top = max(moments)
                 state.window_max = top if state.window_max is None else max(state.window_max, top)
-        with self.engine.connect() as conn:
+        with self.engine.connect() as conn:  # only this run writes (the lease), and only this stream this table
             stored = self._stored(conn, table, list(rows))
-        changed = [key for key, (row, _) in rows.items() if stored.get(key) != (row["raw"], None)]
+        changed = [rows[key] for key, (row, _) in rows.items() if stored.get(key) != (row["raw"], None)]
         if not changed and on_commit is None and (state is None or not save_if_unchanged):
             return result
         with self.transaction() as conn:
-            stored = self._stored(conn, table, changed)  # again, under the write lock
-            changed = [rows[key] for key in changed if stored.get(key) != (rows[key][0]["raw"], None)]
             result.inserted = sum(1 for row, _ in changed if row["id"] not in stored)
             result.updated = len(changed) - result.inserted
             if changed:
@@ -154,11 +161,14 @@ class Writer:
         return result
 
     def _stored(self, conn: Connection, table: sa.Table, keys: list[int]) -> dict[int, tuple[Any, Any]]:
+        """``raw`` and ``deleted_at`` of the rows among ``keys`` the mirror has (IDs first: a new page costs little)."""
         found: dict[int, tuple[Any, Any]] = {}
-        for part in _chunks(keys):
-            query = sa.select(table.c.id, table.c.raw, table.c.deleted_at).where(table.c.id.in_(part))
-            for key, raw, deleted_at in conn.execute(query):
-                found[key] = (raw, deleted_at)
+        for part in _chunks(keys, 5000):
+            present = [k for (k,) in conn.execute(sa.select(table.c.id).where(_among(table.c.id, part, conn)))]
+            for few in _chunks(present):
+                query = sa.select(table.c.id, table.c.raw, table.c.deleted_at).where(_among(table.c.id, few, conn))
+                for key, raw, deleted_at in conn.execute(query):
+                    found[key] = (raw, deleted_at)
         return found
 
     def _write_userfields(self, conn: Connection, stream: ent.Stream, records: Sequence[Mapping[str, Any]],
