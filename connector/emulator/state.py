@@ -126,7 +126,7 @@ class Portal:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the state atomically as a JSON-lines state file (see ``statefile.py``)."""
-        with self.lock:
+        with self.lock, cyclic_gc_paused():  # columns of a big state are millions of objects, no cycles
             statefile.write(path, {k: v for k, v in self.__dict__.items() if k not in _NOT_STATE})
 
     @classmethod

@@ -30,9 +30,9 @@ import os
 import sys
 import tempfile
 from array import array
-from collections import Counter, deque
-from collections.abc import Iterator, Mapping
-from itertools import chain, islice, repeat
+from collections import Counter, defaultdict, deque
+from collections.abc import Iterable, Iterator, Mapping
+from itertools import chain, count, islice, repeat
 from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
@@ -109,22 +109,20 @@ def _dumps(data: Any) -> str:
 
 
 class _Strings:
-    """The file's string table: text -> index, index 0 is None (in order of first use)."""
+    """The file's string table: text -> index in order of first use, index 0 is None."""
 
     def __init__(self) -> None:
-        self.values: list[str | None] = [None]
-        self.index: dict[str | None, int] = {None: 0}
+        # a missing text takes the next index as it is looked up: one dict lookup per value
+        self.index: defaultdict[str | None, int] = defaultdict(count(1).__next__, {None: 0})
 
-    def codes(self, texts: list[str | None]) -> list[int]:
+    def codes(self, texts: Iterable[str | None]) -> list[int]:
         """The index of each text, new texts added to the table."""
-        index, values = self.index, self.values
-        fresh = dict.fromkeys(texts)  # distinct, in order of first use
-        for known in fresh.keys() & index.keys():
-            del fresh[known]
-        start = len(values)
-        values.extend(fresh)
-        index.update(zip(fresh, range(start, len(values))))
-        return list(map(index.__getitem__, texts))
+        return list(map(self.index.__getitem__, texts))
+
+    @property
+    def values(self) -> list[str | None]:
+        """The table: the texts in index order."""
+        return list(self.index)
 
 
 _TEXT_TYPES = frozenset((str, type(None)))
@@ -147,14 +145,20 @@ def _rows_part(rows: list[Mapping[str, Any]], strings: _Strings) -> dict[str, An
         members[index].append(row)
         of.append(index)
     shapes = [
-        {"keys": list(keys), "count": len(group),
-         "columns": [_column(list(map(itemgetter(k), group)), strings) for k in keys]}
+        {"keys": list(keys), "count": len(group), "columns": [_column(column, strings) for column in _columns(keys, group)]}
         for keys, group in zip(shape_index, members)
     ]
     return {"shapes": shapes, "of": _pack(of, _INT32) if len(shapes) > 1 else None}
 
 
-def _column(values: list[Any], strings: _Strings) -> dict[str, Any]:
+def _columns(keys: tuple[str, ...], rows: list[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+    """The rows' values per key. Read row by row (each dict once, in memory order), then turned over."""
+    if len(keys) == 1:
+        return [tuple(map(itemgetter(keys[0]), rows))]
+    return list(zip(*map(itemgetter(*keys), rows)))
+
+
+def _column(values: tuple[Any, ...], strings: _Strings) -> dict[str, Any]:
     kinds = set(map(type, values))
     if kinds <= _TEXT_TYPES:
         codes = strings.codes(values)
@@ -173,7 +177,7 @@ def _column(values: list[Any], strings: _Strings) -> dict[str, Any]:
     return {"t": [_tagged(v) for v in values]}
 
 
-def _multi_column(values: list[Any], kinds: set[type], strings: _Strings) -> dict[str, Any] | None:
+def _multi_column(values: tuple[Any, ...], kinds: set[type], strings: _Strings) -> dict[str, Any] | None:
     """Lists of dicts that all have the same string-valued keys (multi-fields), flattened; else None."""
     if kinds != {list}:
         return None
