@@ -96,7 +96,7 @@ def sync(
                     result = run_sync(client, engine, entities=entities, full=full, reconcile=reconcile, stop=stop,
                                       progress=progress, wait=wait)
             else:
-                progress = LogProgress() if fmt == "text" else NullProgress()
+                progress = LogProgress(write=lambda line: (err.write(line + "\n"), err.flush())) if fmt == "text" else NullProgress()
                 result = run_sync(client, engine, entities=entities, full=full, reconcile=reconcile, stop=stop,
                                   progress=progress, wait=wait)
     finally:

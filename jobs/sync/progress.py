@@ -43,12 +43,17 @@ class NullProgress:
 
 
 class LogProgress:
-    """Plain log lines: when a stream starts, every ``every`` seconds while it runs, and when it ends."""
+    """Plain lines: when a stream starts, every ``every`` seconds while it runs, and when it ends.
 
-    def __init__(self, logger: logging.Logger | None = None, every: float = 10.0, level: int = logging.INFO):
+    They go to ``write`` (one line each, e.g. onto stderr) or, without it, to the log at ``level``.
+    """
+
+    def __init__(self, logger: logging.Logger | None = None, every: float = 10.0, level: int = logging.INFO,
+                 write: Any = None):
         self.log = logger or log
         self.every = every
         self.level = level
+        self.write = write
         self._lock = threading.Lock()
         self._rows: dict[str, int] = {}
         self._last: dict[str, float] = {}
@@ -58,7 +63,7 @@ class LogProgress:
         """Log the start."""
         with self._lock:
             self._rows[stream], self._last[stream], self._top[stream] = 0, time.monotonic(), top
-        self.log.log(self.level, "%s: reading%s", stream, f" up to ID {top}" if top else "")
+        self._line("%s: reading%s", stream, f" up to ID {top}" if top else "")
 
     def advance(self, stream: str, rows: int, position: int | None) -> None:
         """Log now and then."""
@@ -70,13 +75,19 @@ class LogProgress:
             self._last[stream] = now
             total, top = self._rows[stream], self._top.get(stream)
         where = f", at ID {position}" + (f" of {top}" if top else "") if position else ""
-        self.log.log(self.level, "%s: %d row(s)%s", stream, total, where)
+        self._line("%s: %d row(s)%s", stream, total, where)
 
     def end(self, stream: str, result: StreamResult) -> None:
         """Log the outcome."""
-        self.log.log(self.level, "%s: %s, %d fetched, %d inserted, %d updated, %d deleted, %d request(s), %.1f s",
-                     stream, result.status, result.fetched, result.inserted, result.updated, result.deleted,
-                     result.requests, result.seconds)
+        self._line("%s: %s, %d fetched, %d inserted, %d updated, %d deleted, %d request(s), %.1f s",
+                   stream, result.status, result.fetched, result.inserted, result.updated, result.deleted,
+                   result.requests, result.seconds)
+
+    def _line(self, text: str, *args: Any) -> None:
+        if self.write is None:
+            self.log.log(self.level, text, *args)
+        else:
+            self.write(time.strftime("%H:%M:%S ") + (text % args))
 
 
 class RichProgress:
