@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from jobs.report.access import Access
 from jobs.report.model import PROCESS, SUCCESS, Period, Pipeline
-from jobs.report.portable import cents, larger
+from jobs.report.portable import cents, earlier, larger, not_earlier
 from jobs.report.scope import Entity, Stages
 from mappings.tables import UtcDateTime
 
@@ -71,7 +71,7 @@ class Scope:
 
     def history_window(self, h: sa.Table | sa.sql.Alias) -> list[sa.ColumnElement[bool]]:
         """History rows visible to the report: all, or those written before the end of an ``active`` period."""
-        return [] if self.as_of is None else [h.c.date_create < self.as_of]
+        return [] if self.as_of is None else [earlier(h.c.date_create, self.as_of)]
 
 
 def _columns() -> list[sa.Column[Any]]:
@@ -127,11 +127,11 @@ def _filters(scope: Scope) -> list[sa.ColumnElement[bool]]:
     period = scope.period
     if period.kind == "created":
         if period.start is not None:
-            where.append(c.date_create >= period.start)
+            where.append(not_earlier(c.date_create, period.start))
         if period.end is not None:
-            where.append(c.date_create < period.end)
+            where.append(earlier(c.date_create, period.end))
     elif period.end is not None:
-        where.append(sa.or_(c.date_create.is_(None), c.date_create < period.end))
+        where.append(sa.or_(c.date_create.is_(None), earlier(c.date_create, period.end)))
     return where
 
 
@@ -144,7 +144,8 @@ def _slice(scope: Scope) -> sa.ColumnElement[Any]:
     if scope.by == "month":
         if not scope.months:
             return sa.null()
-        return sa.case(*[(c.date_create >= start, label) for label, start in reversed(scope.months)], else_=sa.null())
+        return sa.case(*[(not_earlier(c.date_create, start), label) for label, start in reversed(scope.months)],
+                       else_=sa.null())
     return sa.null()
 
 
@@ -245,8 +246,8 @@ def _active_select(scope: Scope) -> sa.Select[Any]:
     ]
     if start is not None:
         aggregates += [
-            sa.func.max(sa.case((h.c.date_create < start, h.c.id))).label("start_id"),
-            sa.func.max(sa.case((sa.and_(here, h.c.date_create >= start), 1), else_=0)).label("touched"),
+            sa.func.max(sa.case((earlier(h.c.date_create, start), h.c.id))).label("start_id"),
+            sa.func.max(sa.case((sa.and_(here, not_earlier(h.c.date_create, start)), 1), else_=0)).label("touched"),
         ]
     reached = (
         sa.select(*aggregates)

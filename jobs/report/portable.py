@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -66,6 +67,39 @@ def _plain_sqlite(element: plain, compiler: Any, **kw: Any) -> str:
 @compiles(plain)
 def _plain_default(element: plain, compiler: Any, **kw: Any) -> str:
     return compiler.process(list(element.clauses)[0], **kw)
+
+
+class instant(FunctionElement[Any]):
+    """``instant(moment)``: a stored or bound moment in a form that compares by time on every database.
+
+    SQLite keeps moments as text, and a mirror may hold ``2026-03-03 06:03:00`` beside
+    ``2026-03-03 06:03:00.000000`` (two writers, one column): as text the first sorts before the second,
+    so SQLite compares ``julianday()`` numbers; PostgreSQL compares its timestamps as they are.
+    """
+
+    name = "instant"
+    inherit_cache = True
+    type = sa.Float()
+
+
+@compiles(instant, "sqlite")
+def _instant_sqlite(element: instant, compiler: Any, **kw: Any) -> str:
+    return f"julianday({compiler.process(list(element.clauses)[0], **kw)})"
+
+
+@compiles(instant)
+def _instant_default(element: instant, compiler: Any, **kw: Any) -> str:
+    return compiler.process(list(element.clauses)[0], **kw)
+
+
+def earlier(column: sa.ColumnElement[Any], moment: datetime) -> sa.ColumnElement[bool]:
+    """``column < moment`` by time (see ``instant``)."""
+    return instant(column) < instant(sa.literal(moment, column.type))
+
+
+def not_earlier(column: sa.ColumnElement[Any], moment: datetime) -> sa.ColumnElement[bool]:
+    """``column >= moment`` by time (see ``instant``)."""
+    return instant(column) >= instant(sa.literal(moment, column.type))
 
 
 def cents(amount: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:

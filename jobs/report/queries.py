@@ -85,22 +85,22 @@ def stays(scope: Scope, cohort: sa.Table) -> sa.Subquery:
     """
     e = scope.entity
     h, k = e.history, cohort.c
-    following = (
+    left_at = sa.func.lead(h.c.date_create).over(partition_by=scope.access.order(h.c[e.owner]),
+                                                 order_by=scope.access.order(h.c.id))
+    following = (  # a window's rows are written out before they are filtered: keep them narrow
         sa.select(
             h.c[e.owner].label("card_id"),
             h.c[e.stage].label("stage"),
             scope.in_pipeline(h).label("here") if e.category is not None else sa.true().label("here"),
-            h.c.date_create.label("entered"),
-            sa.func.lead(h.c.date_create).over(partition_by=scope.access.order(h.c[e.owner]),
-                                               order_by=scope.access.order(h.c.id)).label("left_at"),
+            seconds_between(left_at, h.c.date_create).label("seconds"),
         )
         .where(*scope.history_window(h), *([h.c[e.owner].in_(sa.select(k.id))] if scope.narrow else []))
         .subquery("following")
     )
     return (
-        sa.select(k.slice.label("slice"), following.c.stage, seconds_between(following.c.left_at, following.c.entered).label("seconds"))
+        sa.select(k.slice.label("slice"), following.c.stage, following.c.seconds)
         .select_from(following.join(cohort, cohort.c.id == following.c.card_id))
-        .where(following.c.here, following.c.left_at.is_not(None))
+        .where(following.c.here, following.c.seconds.is_not(None))
         .subquery("stays")
     )
 
