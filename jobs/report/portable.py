@@ -56,6 +56,7 @@ class plain(FunctionElement[Any]):
 
     @property
     def type(self) -> Any:  # type: ignore[override]
+        """The column's own type (results are processed as the column's would be)."""
         return list(self.clauses)[0].type
 
 
