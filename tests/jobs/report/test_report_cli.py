@@ -120,3 +120,11 @@ def test_no_mirror(tmp_path: Path) -> None:
     assert not missing.exists()  # looking did not create it
     default = run("report", "funnel")  # nothing named: the default sqlite:///b24sync.sqlite3 of the working directory
     assert default.exit_code == 1 and "no mirror in sqlite:///b24sync.sqlite3" in default.stderr
+
+
+def test_empty_mirror(mirror_engine: Any) -> None:
+    """Tables at the newest revision, nothing synced yet: one line, exit 1, for deals and for leads."""
+    for entity, what in (("deal", "deal pipelines"), ("lead", "lead statuses")):
+        result = run("report", "funnel", "--entity", entity, "--db", db.target_of(mirror_engine).url)
+        assert result.exit_code == 1
+        assert result.stderr == f"error: the mirror holds no {what}: run `b24sync sync` first\n"
