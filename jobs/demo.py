@@ -23,6 +23,7 @@ from connector.client import Bitrix24Client
 from connector.emulator import new_portal
 from connector.emulator.app import EmulatorApp
 from connector.emulator.server import EmulatorServer
+from connector.ratelimit import PLANS
 from jobs import provision
 from mappings.config import Config
 from mappings.loader import load_config, parse_config
@@ -33,6 +34,7 @@ PORT = 8724  # the emulator's loopback port: the saved portal is served again at
 OUT = Path("out/demo")
 CONFIG = Path(__file__).resolve().parent.parent / "config.example.toml"
 MIRROR = "mirror.sqlite3"
+PLAN = "enterprise"  # the emulator and the client at an Enterprise portal's limits: 5 requests/s, a burst of 250
 
 
 def keep_undeclared_pipelines(config: Config, client: Bitrix24Client) -> Config:
@@ -135,7 +137,9 @@ def write_worker_config(out: Path, mirror: Path, webhook: str) -> Path:
         "# Written by `b24sync demo`: the worker's config for the demo portal (out/demo/portal.state).\n"
         "[portal]\n"
         'webhook_env = ""              # the URL is read from webhook_file only\n'
-        'webhook_file = "webhook.txt"\n\n'
+        'webhook_file = "webhook.txt"\n'
+        f"rate = {PLANS[PLAN][1]:g}\n"
+        f"burst = {PLANS[PLAN][0]:g}\n\n"
         "[database]\n"
         f'url = "sqlite:///{mirror.resolve()}"\n\n'
         "[schedule]\n"
@@ -164,10 +168,11 @@ def run_demo(out: Path = OUT, *, deals: int = DEALS, console: Console | None = N
                   f"{len(portal.history[2])} deal stage-history rows ({time.perf_counter() - began:.1f} s).")
     code = secrets.token_hex(8)
     engine = db.open_engine(f"sqlite:///{mirror}")
-    with _server(EmulatorApp(portal, secret=code), code, port) as server:
-        console.print(f"Emulator on {server.base_url} (the real portal's limits: 2 requests/s, burst 50); "
-                      "everything below goes over HTTP through Bitrix24Client.\n")
-        client = Bitrix24Client.from_webhook(server.url)
+    burst, rate = PLANS[PLAN]
+    with _server(EmulatorApp(portal, secret=code, rate=rate, burst=burst), code, port) as server:
+        console.print(f"Emulator on {server.base_url} (an {PLAN.capitalize()} portal's limits: {rate:g} requests/s, a burst of "
+                      f"{burst:g}); everything below goes over HTTP through Bitrix24Client.\n")
+        client = Bitrix24Client.from_webhook(server.url, plan=PLAN)
         try:
             provisioned = provision_example(client, console)
             console.rule(f"b24sync sync --db sqlite:///{_shown(mirror)}")

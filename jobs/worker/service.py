@@ -4,13 +4,16 @@ Every job runs in the scheduler's thread pool with ``max_instances=1`` (never tw
 and ``coalesce`` (missed runs become one); a run that fails is logged and counted, and the next tick
 tries again. SIGTERM/SIGINT stop the scheduler: a running sync finishes its page, commits and
 returns ``interrupted``, and the worker exits 0; a second signal exits at once (everything
-committed stays: the next start resumes from the committed cursor).
+committed stays: the next start resumes from the committed cursor). Jobs never call the scheduler:
+they ask the main thread (``_ask``), which also shuts it down. SIGUSR1 dumps every thread's stack.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
+import queue
 import signal
 import socket
 import threading
@@ -51,6 +54,7 @@ class Worker:
         self.scheduler: Any = None
         self.failed = False
         self._retime_lock = threading.Lock()
+        self._changes: queue.SimpleQueue[Callable[[], Any]] = queue.SimpleQueue()  # schedule changes for the main thread
         for site in self.sites:
             self.metrics.watch_client(site.name, site.client)
 
@@ -87,8 +91,24 @@ class Worker:
         table = site.timetables.get(REPORT)
         if table is not None and table.after_sync and not self.ctx.stop.is_set() and self.scheduler is not None:
             # its own job, so the next sync keeps its time; a report still being written makes this one a skip
-            self.scheduler.add_job(self.execute, "date", args=(site, REPORT), id=f"{site.name}:{REPORT}",
-                                   name=f"{site.name} {REPORT} ({table.describe()})", replace_existing=True)
+            self._ask(lambda: self.scheduler.add_job(self.execute, "date", args=(site, REPORT), id=f"{site.name}:{REPORT}",
+                                                     name=f"{site.name} {REPORT} ({table.describe()})", replace_existing=True))
+
+    def _ask(self, change: Callable[[], Any]) -> None:
+        """Have the main thread change the schedule. A job never calls the scheduler itself: the scheduler's
+        shutdown holds its job-store lock while it waits for the running jobs, so such a call would never return."""
+        self._changes.put(change)
+
+    def _apply_changes(self) -> None:
+        while True:
+            try:
+                change = self._changes.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                change()
+            except Exception:  # noqa: BLE001 - a schedule change that fails is logged, the worker goes on
+                log.warning("could not change the schedule", exc_info=True)
 
     def refresh_lag(self, site: Site) -> None:
         """Read from the mirror up to when each entity holds every change (for ``b24sync_lag_seconds``)."""
@@ -116,10 +136,15 @@ class Worker:
             if tz == site.tz:
                 return
             site.tz = tz
+        scheduler = self.scheduler
+
+        def retime() -> None:
             for job, table in site.timetables.items():
                 if table.cron is not None:
-                    self.scheduler.reschedule_job(f"{site.name}:{job}", trigger=table.trigger(tz))
-        log.info("%s: cron lines are now read in the portal's time (UTC%s)", site.name, _offset(tz))
+                    scheduler.reschedule_job(f"{site.name}:{job}", trigger=table.trigger(tz))
+            log.info("%s: cron lines are now read in the portal's time (UTC%s)", site.name, _offset(tz))
+
+        self._ask(retime)
 
     # ---------------------------------------------------------------- modes
 
@@ -188,8 +213,8 @@ class Worker:
         log.info("worker %s started: %s", self.ctx.name, "; ".join(
             f"{s.name} -> {s.mirror}: " + ", ".join(f"{job} {t.describe()}" for job, t in s.timetables.items())
             for s in self.sites), extra={FIELDS: {"event": "started", "worker": self.ctx.name, "portals": [s.name for s in self.sites]}})
-        while not self.ctx.stop.wait(0.5):
-            pass
+        while not self.ctx.stop.wait(0.2):
+            self._apply_changes()
         self.health.running = False
         log.info("stopping: running jobs finish their page and commit", extra={FIELDS: {"event": "stopping"}})
         scheduler.shutdown(wait=True)
@@ -205,7 +230,7 @@ class Worker:
 
     def _next_runs(self) -> Iterator[tuple[str, str, datetime | None]]:
         scheduler = self.scheduler
-        if scheduler is None:
+        if scheduler is None or not self.health.running:  # a scrape during shutdown does not wait for it
             return
         for job in scheduler.get_jobs():
             portal, _, name = job.id.partition(":")
@@ -237,8 +262,10 @@ def _signals(stop: threading.Event) -> Iterator[None]:
         stop.set()
 
     previous: dict[int, Callable[..., Any] | int | None] = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 PID`: every thread's stack on stderr
     try:
         yield
     finally:
+        faulthandler.unregister(signal.SIGUSR1)
         for sig, handler in previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]

@@ -181,8 +181,10 @@ class WorkerProcess:
         try:
             return self.process.wait(timeout=PATIENCE)
         except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGUSR1)  # the worker prints every thread's stack: where it hangs
+            time.sleep(1.0)
             self.process.kill()
-            raise AssertionError(f"the worker did not exit after {signal.Signals(sig).name}:\n{self.text()[-3000:]}") from None
+            raise AssertionError(f"the worker did not exit after {signal.Signals(sig).name}:\n{self.text()[-6000:]}") from None
 
     def kill(self) -> None:
         """SIGKILL: no chance to commit or release anything."""
