@@ -142,8 +142,11 @@ READ_METHODS = frozenset({
 def is_write(method: str, params: Mapping[str, Any] | None = None) -> bool:
     """True when ``method`` may change the portal: a lost reply to it must not be repeated blindly.
 
-    ``event.offline.get`` deletes what it returns unless ``clear=0`` (then it only reserves the
-    records under a process_id, and a repeat reserves the next ones). ``batch`` writes when one of
+    ``event.offline.get`` deletes what it returns unless ``clear=0``. With ``clear=0`` it only reserves
+    the records under a process_id; that changes the queue, but repeating it loses nothing the first
+    call did not already hold back (a lost reply's records stay reserved either way, and stay listed by
+    ``event.offline.list`` with their PROCESS_ID), so it counts as a read: repeating it is how a reader
+    gets on after a lost reply. ``batch`` writes when one of
     its commands does (``cmd`` as ``method?query`` strings); a batch whose commands are not given
     counts as a write.
     """

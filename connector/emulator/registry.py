@@ -106,15 +106,11 @@ def method(
     oauth_only: bool = False,
     batchable: bool = True,
     scope: str = "crm",
-    writes: bool | None = None,
 ) -> Callable[[Handler], Handler]:
     """Register a handler under a method name (lower case; the portal is case-insensitive).
 
-    ``writes`` is not a declaration: the catalog classifies every method. It is accepted only as a
-    check, for callers that still pass it; a value the catalog contradicts is refused.
+    Whether it writes is not declared here: ``connector.catalog.is_write`` classifies every method.
     """
-    if writes is not None and writes != is_write(name):
-        raise RuntimeError(f"method {name}: writes={writes} contradicts connector.catalog.is_write")
 
     def register(handler: Handler) -> Handler:
         key = canonical(name)
