@@ -311,10 +311,14 @@ def current(engine: Engine) -> str | None:
         raise unreachable(engine, exc) from None
 
 
+_MIGRATING = threading.Lock()
+
+
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     """Bring the mirror to ``revision`` in one transaction; returns (revision before, revision after).
 
-    Known revisions only: a mirror written by a newer b24sync is refused, not touched.
+    Known revisions only: a mirror written by a newer b24sync is refused, not touched. Safe to call
+    from several threads and processes at once: one upgrades, the others then find it done.
     """
     from alembic import command
 
@@ -329,7 +333,9 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
         if schema and engine.dialect.name == "postgresql":
             with engine.begin() as conn:
                 conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        with begin_write(engine) as conn:
+        with _MIGRATING, begin_write(engine) as conn:  # Alembic's context is one per process
+            if conn.dialect.name == "postgresql":  # concurrent upgrades of one database wait for each other
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7240519871)")
             command.upgrade(_alembic_config(conn), revision)
     except SQLAlchemyError as exc:
         raise unreachable(engine, exc) from None

@@ -143,23 +143,14 @@ COMPANY_COLUMNS = _cols(
     f"ORIGIN_VERSION {_UTM} {_ACTIVITY}"
 )
 
-DEAL_HISTORY_COLUMNS = (
-    Column("ID", "id", ID),
-    Column("TYPE_ID", "type_id", INT),
-    Column("OWNER_ID", "deal_id", ID),
-    Column("CREATED_TIME", "date_create", DATETIME),
-    Column("CATEGORY_ID", "category_id", ID),
-    Column("STAGE_SEMANTIC_ID", "stage_semantic_id", TEXT),
-    Column("STAGE_ID", "stage_id", TEXT),
-)
-LEAD_HISTORY_COLUMNS = (
-    Column("ID", "id", ID),
-    Column("TYPE_ID", "type_id", INT),
-    Column("OWNER_ID", "lead_id", ID),
-    Column("CREATED_TIME", "date_create", DATETIME),
-    Column("STATUS_SEMANTIC_ID", "status_semantic_id", TEXT),
-    Column("STATUS_ID", "status_id", TEXT),
-)
+def _history(owner: str, spec: str) -> tuple[Column, ...]:
+    """Stage-history columns: the row's own ID, its type, the owner (``OWNER_ID`` as deal_id/lead_id), its time."""
+    return (Column("ID", "id", ID), Column("TYPE_ID", "type_id", INT), Column("OWNER_ID", owner, ID),
+            Column("CREATED_TIME", "date_create", DATETIME), *_cols(spec))
+
+
+DEAL_HISTORY_COLUMNS = _history("deal_id", "CATEGORY_ID:id STAGE_SEMANTIC_ID STAGE_ID")
+LEAD_HISTORY_COLUMNS = _history("lead_id", "STATUS_SEMANTIC_ID STATUS_ID")
 CATEGORY_COLUMNS = (
     Column("id", "id", ID),
     Column("name", "name", TEXT),

@@ -118,15 +118,19 @@ def _typed(stream: ent.Stream, *, pk: str = "id") -> list[sa.Column]:
     return columns
 
 
-def _entity_table(name: str) -> sa.Table:
+def _record_table(name: str, *bookkeeping: str) -> sa.Table:
+    """A stream's table: its typed columns, ``raw``, then the bookkeeping columns named (nullable unless ``!``)."""
     stream = ent.STREAMS[name]
-    return sa.Table(
-        stream.table, metadata,
-        *_typed(stream),
-        sa.Column("raw", JSONType, nullable=False),
-        sa.Column("deleted_at", UtcDateTime(), nullable=True),
-        sa.Column("synced_at", UtcDateTime(), nullable=False),
-    )
+    tail = [sa.Column(c.rstrip("!"), UtcDateTime(), nullable=not c.endswith("!")) for c in bookkeeping]
+    return sa.Table(stream.table, metadata, *_typed(stream), sa.Column("raw", JSONType, nullable=False), *tail)
+
+
+def _entity_table(name: str) -> sa.Table:
+    return _record_table(name, "deleted_at", "synced_at!")
+
+
+def _history_table(name: str) -> sa.Table:
+    return _record_table(name, "first_seen_at!", "deleted_at")
 
 
 def _uf_table(name: str) -> sa.Table:
@@ -137,17 +141,6 @@ def _uf_table(name: str) -> sa.Table:
         sa.Column(stream.uf_key, sa.BigInteger(), primary_key=True, autoincrement=False),
         *(sa.Column(col.name, column_type(col.kind), nullable=True) for col in stream.uf_base),
         sa.Column("synced_at", UtcDateTime(), nullable=False),
-    )
-
-
-def _history_table(name: str) -> sa.Table:
-    stream = ent.STREAMS[name]
-    return sa.Table(
-        stream.table, metadata,
-        *_typed(stream),
-        sa.Column("raw", JSONType, nullable=False),
-        sa.Column("first_seen_at", UtcDateTime(), nullable=False),
-        sa.Column("deleted_at", UtcDateTime(), nullable=True),
     )
 
 

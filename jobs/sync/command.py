@@ -122,16 +122,27 @@ def _print(result: SyncResult, fmt: str, out: TextIO, err: TextIO) -> None:
     out.flush()
 
 
+@contextmanager
+def _opened(db_url: str | None, config: str | None, environ: Mapping[str, str] | None) -> Iterator[tuple[db.Target, Any]]:
+    """The mirror's target and an engine on it that was reached; ``MirrorUnavailable`` otherwise; disposed after."""
+    target = mirror_target(db_url, config, environ)
+    engine = open_mirror(target)
+    try:
+        db.check(engine)
+        yield target, engine
+    except db.MirrorDatabaseError as exc:
+        raise MirrorUnavailable(str(exc)) from None
+    finally:
+        engine.dispose()
+
+
 def upgrade(db_url: str | None, config: str | None, *, out: TextIO | None = None, environ: Mapping[str, str] | None = None) -> int:
     """``b24sync db upgrade``: bring the mirror's schema to the newest revision, under the sync lease."""
     from jobs.lease import Lease
     from jobs.sync.run import LEASE
 
     out = out or sys.stdout
-    target = mirror_target(db_url, config, environ)
-    engine = open_mirror(target)
-    try:
-        db.check(engine)
+    with _opened(db_url, config, environ) as (target, engine):
         before = db.current(engine)
         if before is None:
             db.upgrade(engine)
@@ -139,10 +150,6 @@ def upgrade(db_url: str | None, config: str | None, *, out: TextIO | None = None
             with Lease(engine, LEASE, owner=None):
                 db.upgrade(engine)
         after = db.current(engine)
-    except db.MirrorDatabaseError as exc:
-        raise MirrorUnavailable(str(exc)) from None
-    finally:
-        engine.dispose()
     if before == after:
         out.write(f"{target.shown}: already at revision {after} (the newest)\n")
     else:
@@ -156,15 +163,8 @@ def current(db_url: str | None, config: str | None, *, fmt: str = "text", out: T
     import json
 
     out = out or sys.stdout
-    target = mirror_target(db_url, config, environ)
-    engine = open_mirror(target)
-    try:
-        db.check(engine)
+    with _opened(db_url, config, environ) as (target, engine):
         revision = db.current(engine)
-    except db.MirrorDatabaseError as exc:
-        raise MirrorUnavailable(str(exc)) from None
-    finally:
-        engine.dispose()
     newest = db.head()
     if fmt == "json":
         out.write(json.dumps({"mirror": target.shown, "revision": revision, "head": newest, "current": revision == newest}) + "\n")

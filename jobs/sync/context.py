@@ -33,6 +33,25 @@ class Context:
         """True once the caller asked the run to stop (checked between pages)."""
         return self.stop.is_set()
 
+    def pages(self, stream: str, produce: Any, write: Any, position: Any) -> bool:
+        """Write every chunk of the export ``produce()`` with ``write(chunk)`` while the next pages are fetched.
+
+        ``position()`` is the keyset position after a chunk (for the progress); False when the run
+        was asked to stop between two chunks (what was written is committed).
+        """
+        from jobs.sync.pump import Pump
+
+        pump = Pump(produce, name=stream)
+        try:
+            for chunk in pump:
+                write(chunk)
+                self.progress.advance(stream, len(chunk), position())
+                if self.stopped():
+                    return False
+        finally:
+            pump.close()
+        return True
+
     def for_stream(self) -> "Context":
         """A copy whose client counts its own requests (see ``sibling``)."""
         return Context(sibling(self.client), self.writer, self.portal_tz, self.cap, self.stop, self.progress,

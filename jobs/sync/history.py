@@ -11,7 +11,6 @@ from typing import Any
 
 from jobs.sync import probe
 from jobs.sync.context import Context
-from jobs.sync.pump import Pump
 from jobs.sync.result import INTERRUPTED, StreamResult
 from jobs.sync.state import INCREMENTAL, StreamState
 from mappings import entities as ent
@@ -34,16 +33,12 @@ def run(ctx: Context, stream: ent.Stream, state: StreamState, first: list[dict[s
     if ctx.stopped():
         result.status = INTERRUPTED
         return state
-    pump = Pump(lambda: ctx.client.list_all(stream.list_method, filter={">ID": last}, entity_type_id=stream.entity_type_id,
-                                            ceiling=top, concurrency=3), name=stream.name)
-    try:
-        for chunk in pump:
-            state.phase = INCREMENTAL
-            result.add(ctx.writer.history(stream, chunk, state))
-            ctx.progress.advance(stream.name, len(chunk), state.cursor_id)
-            if ctx.stopped():
-                result.status = INTERRUPTED
-                return state
-    finally:
-        pump.close()
+    state.phase = INCREMENTAL
+    complete = ctx.pages(stream.name,
+                         lambda: ctx.client.list_all(stream.list_method, filter={">ID": last}, entity_type_id=stream.entity_type_id,
+                                                     ceiling=top, concurrency=3),
+                         lambda chunk: result.add(ctx.writer.history(stream, chunk, state)),
+                         lambda: state.cursor_id)
+    if not complete:
+        result.status = INTERRUPTED
     return state

@@ -17,7 +17,6 @@ from typing import Any
 
 from jobs.sync import probe
 from jobs.sync.context import Context
-from jobs.sync.pump import Pump
 from jobs.sync.result import INTERRUPTED, StreamResult
 from jobs.sync.state import StreamState
 from mappings import entities as ent
@@ -58,17 +57,13 @@ def run(ctx: Context, stream: ent.Stream, state: StreamState, first: list[dict[s
         return _close(ctx, stream, state, result, started)
     flt = {**probe.window_filter(state, ctx.portal_tz), ">ID": last}
     concurrency = 3 if state.window_since is None else 1  # an initial load is dense; changes are sparse
-    pump = Pump(lambda: ctx.client.list_all(stream.list_method, filter=flt, select=select, ceiling=top,
-                                            concurrency=concurrency), name=stream.name)
-    try:
-        for chunk in pump:
-            result.add(ctx.writer.records(stream, chunk, state))
-            ctx.progress.advance(stream.name, len(chunk), state.window_last_id)
-            if ctx.stopped():
-                result.status = INTERRUPTED
-                return state
-    finally:
-        pump.close()
+    complete = ctx.pages(stream.name,
+                         lambda: ctx.client.list_all(stream.list_method, filter=flt, select=select, ceiling=top, concurrency=concurrency),
+                         lambda chunk: result.add(ctx.writer.records(stream, chunk, state)),
+                         lambda: state.window_last_id)
+    if not complete:
+        result.status = INTERRUPTED
+        return state
     return _close(ctx, stream, state, result, started)
 
 

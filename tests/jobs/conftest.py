@@ -48,8 +48,10 @@ def pg_session_url() -> Iterator[str | None]:
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     try:
-        yield url.set(database=name).render_as_string(hide_password=False)
+        _PG_SESSION[0] = url.set(database=name).render_as_string(hide_password=False)
+        yield _PG_SESSION[0]
     finally:
+        _TEMPLATES.pop("postgresql", None)
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
@@ -81,12 +83,12 @@ class _Mirrors:
         return f"{self.pg_url}{sep}options={quote(f'-csearch_path={schema}')}"
 
     def make(self, *, upgraded: bool = True) -> tuple[str, Any]:
-        """A new mirror: ``(url, engine)``."""
+        """A new mirror: ``(url, engine)``; ``upgraded`` ones start as a copy of one upgraded per session."""
         url = self.url()
+        if upgraded:
+            _template(self.backend, self.tmp_path).copy_to(url)
         engine = db.open_engine(url)
         self.engines.append(engine)
-        if upgraded:
-            db.upgrade(engine)
         return url, engine
 
     def close(self) -> None:
@@ -99,6 +101,63 @@ class _Mirrors:
                 for schema in self.schemas:
                     conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
             engine.dispose()
+
+
+class _Template:
+    """The newest schema, made once per session by ``db.upgrade`` and copied into each test's mirror.
+
+    SQLite: the upgraded file is copied. PostgreSQL: the statements the upgrade ran are recorded
+    and run again in the new schema (the migrations themselves are tested in tests/mappings).
+    """
+
+    def __init__(self, backend: str, url: str):
+        self.backend = backend
+        self.statements: list[tuple[str, Any]] = []
+        engine = db.open_engine(url)
+        if backend == "postgresql":
+            def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+                text = statement.lstrip().upper()
+                if text.startswith(("CREATE", "ALTER", "DROP")) or (text.startswith(("INSERT", "UPDATE")) and "ALEMBIC_VERSION" in text):
+                    self.statements.append((statement, parameters))
+            sa.event.listen(engine, "before_cursor_execute", record)
+            db.upgrade(engine)
+            sa.event.remove(engine, "before_cursor_execute", record)
+        else:
+            db.upgrade(engine)
+        engine.dispose()
+        self.file = sa.engine.make_url(url).database if backend == "sqlite" else None
+
+    def copy_to(self, url: str) -> None:
+        """Give the empty mirror at ``url`` the newest schema."""
+        if self.backend == "sqlite":
+            import shutil
+
+            shutil.copyfile(self.file, sa.engine.make_url(url).database)
+            return
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            for statement, parameters in self.statements:
+                conn.exec_driver_sql(statement, parameters or None)
+        engine.dispose()
+
+
+_TEMPLATES: dict[str, _Template] = {}
+
+
+def _template(backend: str, tmp_path: Any) -> _Template:
+    if backend not in _TEMPLATES:
+        if backend == "sqlite":
+            folder = tmp_path.parent / f"mirror-template-{uuid.uuid4().hex[:8]}"
+            folder.mkdir()
+            _TEMPLATES[backend] = _Template(backend, f"sqlite:///{folder / 'template.sqlite3'}")
+        else:
+            mirrors = _Mirrors(backend, tmp_path, _PG_SESSION[0])
+            _TEMPLATES[backend] = _Template(backend, mirrors.url())
+            mirrors.close()
+    return _TEMPLATES[backend]
+
+
+_PG_SESSION: list[str | None] = [None]
 
 
 @pytest.fixture(params=BACKENDS)

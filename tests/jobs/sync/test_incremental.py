@@ -124,21 +124,18 @@ def test_a_future_date_modify_cannot_push_the_cursor_past_changes_to_come(make_e
     assert titles == {"edited later, still before the future one", "from the future"}
 
 
-def test_a_thousand_changed_deals_cost_at_most_four_requests(make_emulator: Any, mirror_engine: Any) -> None:
-    app = make_emulator(seed=8, deals=1300, http=False)
-    assert sync(app, mirror_engine).ok
+def test_a_thousand_changed_deals_cost_at_most_four_requests(app: Any, mirror_engine: Any) -> None:
     client = client_of(app)
-    deals = sorted(app.portal.records["deal"])[-1000:]
-    stages = {}
-    for category in {app.portal.records["deal"][d]["CATEGORY_ID"] for d in deals}:
-        entity_id = "DEAL_STAGE" if category == "0" else f"DEAL_STAGE_{category}"
-        stages[category] = [s["STATUS_ID"] for s in client.result("crm.status.list", {"filter": {"ENTITY_ID": entity_id}})]
-    client.batch([("crm.deal.update", {"id": d, "fields": {"TITLE": f"changed {d}", "STAGE_ID": stages[app.portal.records["deal"][d]["CATEGORY_ID"]][1]}})
-                  for d in deals])
+    client.batch([("crm.deal.add", {"fields": {"TITLE": f"d{i}"}}) for i in range(1100)])
+    client.batch([("crm.lead.add", {"fields": {"TITLE": f"l{i}"}}) for i in range(30)])
+    assert sync(app, mirror_engine).ok
+    stages = [s["STATUS_ID"] for s in client.result("crm.status.list", {"filter": {"ENTITY_ID": "DEAL_STAGE"}})]
+    changed = sorted(app.portal.records["deal"])[50:1050]
+    client.batch([("crm.deal.update", {"id": d, "fields": {"TITLE": f"changed {d}", "STAGE_ID": stages[1 + d % 3]}}) for d in changed])
     result = sync(app, mirror_engine)
     assert result.ok, result.error
-    assert result.entities["deal"].updated == 1000
-    assert result.requests <= 4, result.to_json()
+    assert result.entities["deal"].updated == 1000 and result.entities["deal_stage_history"].inserted == 1000
+    assert result.requests <= 4, result.to_json()  # the probe, the deals, their history rows
     assert_mirror(mirror_engine, app)
 
 
@@ -157,9 +154,8 @@ def test_a_host_in_utc_misses_nothing_of_a_portal_in_plus_three(make_emulator: A
 
     run_sync_as("UTC")
     client.call("crm.deal.update", {"id": ids[0], "fields": {"TITLE": "edited after the first run"}})
-    run_sync_as("America/New_York")
     client.call("crm.deal.update", {"id": ids[1], "fields": {"TITLE": "edited after the second run"}})
-    run_sync_as("Asia/Tokyo")
+    run_sync_as("America/New_York")
     from mappings import db
 
     engine = db.open_engine(mirror_url)

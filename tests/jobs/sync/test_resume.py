@@ -28,7 +28,7 @@ def _deal_state(engine: Any) -> st.StreamState:
 
 
 def test_a_sync_killed_with_sigkill_resumes_where_it_stopped(make_emulator: Any, mirror_url: str) -> None:
-    server = make_emulator(seed=9, deals=400, latency=1.5)
+    server = make_emulator(seed=9, deals=300, latency=1.5)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "jobs.cli", "sync", "--webhook", server.url, "--db", mirror_url, "--format", "json"]
     engine = db.open_engine(mirror_url)
