@@ -11,8 +11,6 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -120,28 +118,6 @@ def _wait_until_free(site: Site, ctx: Context, wait: float) -> str | None:
         ctx.stop.wait(1.0)
 
 
-_MIGRATIONS = threading.Lock()  # Alembic's migration context is global to the process: one migration at a time
-
-
-@contextmanager
-def _migrating(site: Site) -> Iterator[None]:
-    """Around a run: when the mirror's schema is missing or behind (the run will migrate it), wait for any other
-    such run of this process to end first; a mirror that is current runs at once, beside the others."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from mappings import db
-
-    try:
-        current = db.is_current(site.engine)
-    except (db.MirrorDatabaseError, SQLAlchemyError):
-        current = True  # the run itself says what is wrong with the mirror
-    if current:
-        yield
-        return
-    with _MIGRATIONS:
-        yield
-
-
 def sync_job(site: Site, ctx: Context, *, reconcile: bool = False) -> JobRun:
     """One incremental sync (or, with ``reconcile``, a sync that then compares ID sets) of ``site``'s mirror."""
     from jobs.lease import LeaseHeld
@@ -162,9 +138,8 @@ def sync_job(site: Site, ctx: Context, *, reconcile: bool = False) -> JobRun:
         if holder is not None:
             return _done(run, began, SKIPPED, f"another sync of this mirror is running ({holder}); trying again at the next tick")
         try:
-            with _migrating(site):
-                result = run_sync(site.client, site.engine, reconcile=reconcile, stop=ctx.stop, worker=ctx.name,
-                                  lease_ttl=ctx.lease_ttl)
+            result = run_sync(site.client, site.engine, reconcile=reconcile, stop=ctx.stop, worker=ctx.name,
+                              lease_ttl=ctx.lease_ttl)
         except LeaseHeld as exc:  # taken between the look and the run
             return _done(run, began, SKIPPED, f"another sync of this mirror is running ({exc.holder or 'another process'}); "
                                               "trying again at the next tick")
