@@ -131,6 +131,9 @@ def _site(name: str, path: Path | None, timeout: float | None, environ: Mapping[
     from mappings.loader import load_config
 
     config = load_config(path) if path is not None else Config()
+    if path is None and not environ.get("B24SYNC_WEBHOOK"):
+        raise UserError("no config: pass --config FILE or --config-dir DIR (or set B24SYNC_CONFIG, or create ./b24sync.toml); "
+                        "each config's [portal] names its portal and [schedule] says when its jobs run")
     spec = resolve(None, path, environ=environ)  # PortalNotConfigured names what is missing
     try:
         target = db.resolve(None, config.database, environ)
