@@ -66,6 +66,7 @@ def work_export(url: str) -> dict[str, Any]:
     counts: dict[str, int] = {}
 
     def export(stream: Any) -> None:
+        """Export one stream and count its rows."""
         if stream.kind == ent.HISTORY:
             rows = client.list_all(stream.list_method, entity_type_id=stream.entity_type_id)
         elif stream.kind == ent.ENTITY:
@@ -340,6 +341,7 @@ def main() -> None:
     results: list[Figures] = []
 
     def measure(*a: Any, **k: Any) -> Figures:
+        """Run one phase, keep its figures, say it is done."""
         figures = bench.phase(*a, **k)
         results.append(figures)
         print(f"  measured: {figures.name} ({figures.wall:.1f} s)", flush=True)

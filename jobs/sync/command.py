@@ -55,6 +55,7 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
         return
 
     def handle(signum: int, frame: Any) -> None:
+        """The first signal asks the run to stop; the second one interrupts."""
         if caught:
             raise KeyboardInterrupt
         caught.append(signum)

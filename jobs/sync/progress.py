@@ -140,4 +140,4 @@ class RichProgress:
             info = self._bars.tasks[[t.id for t in self._bars.tasks].index(task)]
             if result.status == "ok":
                 self._bars.update(task, total=info.total or max(info.completed, 1), completed=info.total or max(info.completed, 1))
-            self._bars.update(task, rows=result.fetched, description=f"{info.description} [{result.status}]"[:40])
+            self._bars.update(task, rows=result.fetched, description=f"{info.description} ({result.status})"[:40])

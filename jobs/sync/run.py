@@ -351,5 +351,8 @@ class _Run:
 
 
 class _NoUf:
+    """The user fields of an entity the mirror knows nothing of yet."""
+
     def multiple(self) -> list[str]:
+        """No multiple fields."""
         return []

@@ -116,6 +116,7 @@ class _Template:
         engine = db.open_engine(url)
         if backend == "postgresql":
             def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+                """Keep the statements that build the schema and set its revision."""
                 text = statement.lstrip().upper()
                 if text.startswith(("CREATE", "ALTER", "DROP")) or (text.startswith(("INSERT", "UPDATE")) and "ALEMBIC_VERSION" in text):
                     self.statements.append((statement, parameters))

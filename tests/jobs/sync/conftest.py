@@ -297,6 +297,7 @@ def wrap_method(monkeypatch: Any) -> Any:
     from connector.emulator import registry
 
     def wrap(name: str, wrapper: Any) -> None:
+        """Put ``wrapper`` in front of the method's handler for this test."""
         spec = registry.lookup(name)
         assert spec is not None, name
         original = spec.handler

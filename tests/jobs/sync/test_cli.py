@@ -117,3 +117,22 @@ def test_the_config_names_the_database(make_emulator: Any, mirror_url: str, tmp_
     done = run("sync", "--webhook", server.url, "--config", str(config), "--format", "json", env={"MY_MIRROR": mirror_url})
     assert done.exit_code == 0, done.output
     assert json.loads(done.stdout)["mirror"] == db.mask_url(mirror_url)
+
+
+def test_progress_on_a_terminal_and_in_plain_lines(make_emulator: Any, mirror_engine: Any) -> None:
+    import io
+
+    from rich.console import Console
+
+    from jobs.sync.progress import LogProgress, RichProgress
+    from tests.jobs.sync.conftest import sync
+
+    app = make_emulator(seed=2, deals=80, http=False)
+    screen = io.StringIO()
+    with RichProgress(Console(file=screen, force_terminal=True, width=100)) as bars:
+        assert sync(app, mirror_engine, progress=bars).ok
+    assert "deals (ok)" in screen.getvalue() and "deal stage history (ok)" in screen.getvalue()
+    lines: list[str] = []
+    app.portal.records["deal"][min(app.portal.records["deal"])]["TITLE"] = "changed"
+    assert sync(app, mirror_engine, full=True, progress=LogProgress(write=lines.append, every=0)).ok
+    assert any("deal: ok, " in line and "fetched" in line for line in lines)
