@@ -100,11 +100,12 @@ def _by_rest(stream: Stream) -> dict[str, Column]:
 
 
 def _cols(spec: str) -> tuple[Column, ...]:
-    """``"ID:id TITLE:text ..."`` -> columns named as the REST field in lower case."""
+    """``"ID:id TITLE ..."`` -> columns named as the REST field in lower case (``NAME>first_name`` renames)."""
     out = []
     for item in spec.split():
-        rest, _, kind = item.partition(":")
-        out.append(Column(rest, rest.lower(), kind or TEXT))
+        field, _, kind = item.partition(":")
+        rest, _, name = field.partition(">")
+        out.append(Column(rest, name or rest.lower(), kind or TEXT))
     return tuple(out)
 
 
@@ -145,42 +146,17 @@ COMPANY_COLUMNS = _cols(
 
 def _history(owner: str, spec: str) -> tuple[Column, ...]:
     """Stage-history columns: the row's own ID, its type, the owner (``OWNER_ID`` as deal_id/lead_id), its time."""
-    return (Column("ID", "id", ID), Column("TYPE_ID", "type_id", INT), Column("OWNER_ID", owner, ID),
-            Column("CREATED_TIME", "date_create", DATETIME), *_cols(spec))
+    return _cols(f"ID:id TYPE_ID:int OWNER_ID>{owner}:id CREATED_TIME>date_create:datetime {spec}")
 
 
 DEAL_HISTORY_COLUMNS = _history("deal_id", "CATEGORY_ID:id STAGE_SEMANTIC_ID STAGE_ID")
 LEAD_HISTORY_COLUMNS = _history("lead_id", "STATUS_SEMANTIC_ID STATUS_ID")
-CATEGORY_COLUMNS = (
-    Column("id", "id", ID),
-    Column("name", "name", TEXT),
-    Column("sort", "sort", INT),
-    Column("isDefault", "is_default", FLAG),
-    Column("originId", "origin_id", TEXT),
-    Column("originatorId", "originator_id", TEXT),
-)
+CATEGORY_COLUMNS = _cols("id:id name sort:int isDefault>is_default:flag originId>origin_id originatorId>originator_id")
 # semantics and category_id of crm_status are derived (fields.status_row), not read as they are
 STATUS_COLUMNS = _cols("ID:id ENTITY_ID STATUS_ID NAME NAME_INIT SORT:int COLOR SYSTEM:flag")
-USER_COLUMNS = (
-    Column("ID", "id", ID),
-    Column("ACTIVE", "active", FLAG),
-    Column("NAME", "first_name", TEXT),
-    Column("LAST_NAME", "last_name", TEXT),
-    Column("SECOND_NAME", "second_name", TEXT),
-    Column("EMAIL", "email", TEXT),
-    Column("WORK_POSITION", "work_position", TEXT),
-    Column("UF_DEPARTMENT", "department_ids", JSON),
-    Column("USER_TYPE", "user_type", TEXT),
-    Column("DATE_REGISTER", "date_register", DATETIME),
-)
-USERFIELD_COLUMNS = (
-    Column("ID", "id", ID),
-    Column("ENTITY_ID", "entity_id", TEXT),
-    Column("FIELD_NAME", "field_name", TEXT),
-    Column("USER_TYPE_ID", "user_type_id", TEXT),
-    Column("MULTIPLE", "multiple", FLAG),
-    Column("SORT", "sort", INT),
-)
+USER_COLUMNS = _cols("ID:id ACTIVE:flag NAME>first_name LAST_NAME SECOND_NAME EMAIL WORK_POSITION "
+                     "UF_DEPARTMENT>department_ids:json USER_TYPE DATE_REGISTER:datetime")
+USERFIELD_COLUMNS = _cols("ID:id ENTITY_ID FIELD_NAME USER_TYPE_ID MULTIPLE:flag SORT:int")
 
 _STANDARD = ("*", "UF_*")
 
