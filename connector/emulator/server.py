@@ -265,7 +265,10 @@ class EmulatorServer:
         return f"{self.base_url}/rest/"
 
     def start(self) -> "EmulatorServer":
-        """Serve in a background daemon thread; returns self."""
+        """Serve in a background daemon thread; returns self. Starting a running server changes nothing
+        (``with EmulatorServer(app).start() as server:`` starts it once)."""
+        if self._thread is not None and self._thread.is_alive():
+            return self
         self._thread = threading.Thread(target=self.serve_forever, name="b24-emulator", daemon=True)
         self._thread.start()
         return self

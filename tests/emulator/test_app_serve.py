@@ -268,3 +268,19 @@ def test_history_flag_picks_the_legacy_writer(served: Any) -> None:
     rows = requests.post(server.url + "crm.stagehistory.list", json={"entityTypeId": 2}, timeout=10).json()["result"]["items"]
     assert [(r["TYPE_ID"], r["STAGE_ID"]) for r in rows] == [(1, "NEW"), (2, "EXECUTING")]
     assert server.stop()[0] == 0
+
+
+def test_starting_a_running_server_again_serves_it_once(portal):
+    import threading
+
+    from connector.emulator.app import EmulatorApp
+    from connector.emulator.server import EmulatorServer
+
+    def serving() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "b24-emulator" and t.is_alive()}
+
+    before = serving()
+    with EmulatorServer(EmulatorApp(portal, secret="twice")).start() as server:
+        server.start()
+        assert len(serving() - before) == 1
+    assert not serving() - before
