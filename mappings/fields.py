@@ -222,7 +222,7 @@ def parse_moment(value: Any, portal_tz: tzinfo) -> datetime | None:
 
 
 _MOMENTS: dict[tuple[str, tzinfo, str], Any] = {}  # (text, portal offset, kind) -> parsed: the same stamps repeat a lot
-_MOMENTS_MAX = 100_000
+_MOMENTS_MAX = 50_000
 
 
 def _cached(kind: str, value: Any, portal_tz: tzinfo, parse: Any) -> Any:
@@ -379,7 +379,7 @@ def raw_json(record: Mapping[str, Any]) -> dict[str, Any]:
     """
     if _has_nul(record):
         return parse_json(dict(record))
-    return dict(record)
+    return record if type(record) is dict else dict(record)  # the decoded reply's own dict: no copy
 
 
 def _has_nul(value: Any) -> bool:

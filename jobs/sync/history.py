@@ -36,7 +36,7 @@ def run(ctx: Context, stream: ent.Stream, state: StreamState, first: list[dict[s
     state.phase = INCREMENTAL
     complete = ctx.pages(stream.name,
                          lambda: ctx.client.list_all(stream.list_method, filter={">ID": last}, entity_type_id=stream.entity_type_id,
-                                                     ceiling=top, concurrency=3),
+                                                     ceiling=top, concurrency=2),
                          lambda chunk: result.add(ctx.writer.history(stream, chunk, state)),
                          lambda: state.cursor_id)
     if not complete:

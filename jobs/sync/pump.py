@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 CHUNK = 1000  # rows per transaction
-DEPTH = 3  # chunks waiting in the queue
+DEPTH = 2  # chunks waiting in the queue
 
 _DONE = object()
 

@@ -38,6 +38,9 @@ log = logging.getLogger("jobs.sync")
 LEASE = "sync"
 LEASE_TTL = 60.0
 OVERLAP = timedelta(0)  # extra seconds re-read before the cursor (the cursor itself is always re-read)
+# streams read at once: 3 streams x 2 segments in flight keep the portal's 2 requests a second busy, and
+# bound the rows held in memory whatever the portal's size
+STREAMS_AT_ONCE = 3
 
 
 def run_sync(
@@ -247,7 +250,7 @@ class _Run:
             self._guard(ctx, "sync", stream, lambda c, r, s=stream: r.add(dictionaries.write(c, s, dictionaries.fetch_all(c, s, reply))))
             if stream.name == "user":
                 self._remember_user_pages(reply)
-        jobs = []
+        jobs, sizes = [], {}
         for stream in self.plan.of_kind(ent.ENTITY):
             state = self.windows[stream.name]
             if state.window_cap is None:
@@ -257,12 +260,15 @@ class _Run:
             if select != self.selects[stream.name]:  # a new multiple user field: its values were not asked for
                 first = None
             top = reply.top(stream, f"{stream.name}.top")
+            sizes[stream.name] = (top or 0) - (state.window_last_id or 0)
             jobs.append((stream, lambda c, r, s=stream, w=state, f=first, t=top, sel=select: window.run(c, s, w, f, t, sel, r)))
         for stream in self.plan.of_kind(ent.HISTORY):
             state = self.windows[stream.name]
             first = reply.rows(stream, f"{stream.name}.page")
             top = reply.top(stream, f"{stream.name}.top")
+            sizes[stream.name] = (top or 0) - (state.cursor_id or 0)
             jobs.append((stream, lambda c, r, s=stream, w=state, f=first, t=top: history.run(c, s, w, f, t, r)))
+        jobs.sort(key=lambda job: -sizes.get(job[0].name, 0))  # the longest first: the run ends sooner
         self._parallel(ctx, "sync", jobs)
         if self.events_state is not None and not self.stop.is_set() and self.result.status == OK:
             self._events(ctx, reply)
@@ -315,9 +321,10 @@ class _Run:
     # ---------------------------------------------------------------- streams
 
     def _parallel(self, ctx: Context, job: str, jobs: list[tuple[ent.Stream, Any]]) -> None:
+        """Run the streams side by side, ``STREAMS_AT_ONCE`` at a time, in the order given."""
         if not jobs:
             return
-        with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix=f"b24sync-{job}") as pool:
+        with ThreadPoolExecutor(max_workers=min(len(jobs), STREAMS_AT_ONCE), thread_name_prefix=f"b24sync-{job}") as pool:
             for future in [pool.submit(self._guard, ctx.for_stream(), job, stream, work) for stream, work in jobs]:
                 future.result()
 

@@ -56,7 +56,7 @@ def run(ctx: Context, stream: ent.Stream, state: StreamState, first: list[dict[s
     if top is not None and top <= last:
         return _close(ctx, stream, state, result, started)
     flt = {**probe.window_filter(state, ctx.portal_tz), ">ID": last}
-    concurrency = 3 if state.window_since is None else 1  # an initial load is dense; changes are sparse
+    concurrency = 2 if state.window_since is None else 1  # an initial load is dense; changes are sparse
     complete = ctx.pages(stream.name,
                          lambda: ctx.client.list_all(stream.list_method, filter=flt, select=select, ceiling=top, concurrency=concurrency),
                          lambda chunk: result.add(ctx.writer.records(stream, chunk, state)),
