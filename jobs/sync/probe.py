@@ -16,15 +16,11 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from connector import errors
+from connector.encoding import command_text
+from connector.envelope import BatchParts, command_error
+from connector.keyset import KeysetExport
 from jobs.sync.state import StreamState
 from mappings import entities as ent, fields
-
-try:  # the connector's protocol helpers, where its rework puts them
-    from connector.encoding import command_text
-    from connector.envelope import BatchParts, command_error
-    from connector.keyset import KeysetExport
-except ImportError:  # pragma: no cover - the layout before that rework
-    from connector.client import BatchParts, KeysetExport, command_error, command_text  # type: ignore[attr-defined,no-redef]
 
 log = logging.getLogger(__name__)
 
