@@ -120,6 +120,12 @@ class DatabaseConfig(_Model):
     url_env: str | None = Field(
         default=None, description="Name of an environment variable holding the URL; wins over url when set."
     )
+    # named schema_name in Python: pydantic's BaseModel already has a (deprecated) ``schema`` method
+    schema_name: str | None = Field(
+        default=None, alias="schema", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="PostgreSQL only: the schema that holds this mirror (created on upgrade), so that several "
+        "portals can share one database; lower-case latin letters, digits and _.",
+    )
 
     def resolved_url(self) -> SecretStr:
         """The database URL, from ``url_env`` when that variable is set, else ``url``."""

@@ -81,14 +81,8 @@ def resolve(db: str | None = None, database: Any = None, environ: Mapping[str, s
 
 
 def _config_schema(database: Any) -> str | None:
-    """``[database] schema`` when the config model has it (pydantic's own ``schema`` method is not it)."""
-    if database is None:
-        return None
-    if hasattr(database, "model_dump"):
-        data = database.model_dump(by_alias=True)
-        value = next((data.get(k) for k in ("schema", "schema_name", "db_schema") if data.get(k)), None)
-    else:
-        value = getattr(database, "schema", None)
+    """``[database] schema`` of the config (``DatabaseConfig.schema_name``), if any."""
+    value = getattr(database, "schema_name", None)
     return value if isinstance(value, str) and value else None
 
 

@@ -187,13 +187,18 @@ def _allowed_fields(loc: tuple[Any, ...], data: dict[str, Any]) -> list[str]:
     for part in loc:
         if isinstance(part, int):
             continue
-        field = model.model_fields.get(part)
+        field = _keyed(model).get(part)
         if field is None:
             return []
         model = inner_model(field.annotation)
         if model is None:
             return []
-    return list(model.model_fields)
+    return list(_keyed(model))
+
+
+def _keyed(model: Any) -> dict[str, Any]:
+    """The model's fields by the key a config file writes (the alias, where a field has one)."""
+    return {field.alias or name: field for name, field in model.model_fields.items()}
 
 
 # ---------------------------------------------------------------- TOML line map

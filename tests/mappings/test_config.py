@@ -211,6 +211,7 @@ def test_the_config_reference_in_the_docs_names_every_field() -> None:
 
     def walk(model: type[BaseModel]) -> None:
         for name, field in model.model_fields.items():
+            name = field.alias or name  # the key the file writes
             forms = (f"`{name}`", f"{name} =", f"[{name}]", f"[[{name}]]", f".{name}]")
             if not any(form in docs for form in forms):
                 missing.append(f"{model.__name__}.{name}")

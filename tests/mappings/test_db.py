@@ -59,6 +59,25 @@ def test_schema_names_are_checked() -> None:
         db.check_schema("Robert'); DROP")
 
 
+def test_the_config_names_the_schema() -> None:
+    from mappings.config import ConfigError
+    from mappings.loader import parse_config
+    from tests.jobs.provision.conftest import EXAMPLE
+
+    base = EXAMPLE.read_text(encoding="utf-8").replace(
+        'url = "sqlite:///b24sync.sqlite3"', 'url = "postgresql+psycopg://u@db.example/mirror"\nschema = "acme"')
+    config = parse_config(base)
+    target = db.resolve(None, config.database, environ={})
+    assert target.schema == "acme" and target.source == "[database] url" and "(schema acme)" in target.shown
+    assert db.resolve("postgresql+psycopg://u@other/x", config.database, environ={}).schema == "acme"
+    with pytest.raises(ConfigError) as caught:
+        parse_config(base.replace('schema = "acme"', 'schema = "Acme; DROP"'))
+    assert "database.schema" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(base.replace('schema = "acme"', 'shema = "acme"'))
+    assert "schema" in str(caught.value) and "shema" in str(caught.value)
+
+
 def test_sqlite_is_wal_with_a_busy_timeout_and_not_created_by_reading(tmp_path: Path) -> None:
     path = tmp_path / "m.sqlite3"
     engine = db.open_engine(f"sqlite:///{path}")
