@@ -28,7 +28,6 @@ from typing import Any, TypeVar
 from connector import errors, redact
 from connector.auth import Auth, OAuthAuth, WebhookAuth
 from connector.catalog import ListShape, check_method, is_write, shape_of, stage_entity_id
-from connector.catalog import is_list_method  # noqa: F401 (deprecated here: jobs/portal.py still imports it from this module)
 from connector.encoding import command_text
 from connector.envelope import BatchParts, Reply, batch_parts
 from connector.keyset import MAX_BATCH, KeysetExport, OffsetPages, Segment

@@ -100,13 +100,6 @@ class RequestPacer:
             self._level = max(self._level, self.burst)
 
 
-class LeakyBucket(RequestPacer):
-    """Deprecated name of ``RequestPacer`` with the old positional ``(burst, rate)``; use ``RequestPacer``."""
-
-    def __init__(self, burst: float = 50.0, rate: float = 2.0, **options: Any):
-        super().__init__(burst=burst, rate=rate, **options)
-
-
 def _finite(value: Any) -> float | None:
     """A finite float, else None (a reply's figures may be anything)."""
     try:

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from connector import catalog
 from connector.auth import Auth, JsonFileTokenStore, OAuthAuth, Tokens, WebhookAuth
-from connector.client import Bitrix24Client, RetryPolicy, is_list_method
+from connector.client import Bitrix24Client, RetryPolicy
 from connector.encoding import ParamError, parse_pairs
 from connector.errors import B24Error
 from connector.ratelimit import RequestPacer
@@ -401,7 +401,7 @@ def run_call(
     portal = portal or PortalOptions()
     check_method(method)
     params = parse_cli_pairs(pairs)
-    if stream_all and not is_list_method(method):
+    if stream_all and not catalog.is_list_method(method):
         raise CallFailed(f"--all needs a list method (crm.deal.list, crm.item.list, user.get...), not {method}", EXIT_USAGE)
     filt = select = entity_type_id = None
     if stream_all:

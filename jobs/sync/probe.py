@@ -92,14 +92,12 @@ def commands(request: Request, portal_tz: tzinfo) -> dict[str, tuple[str, dict[s
     out: dict[str, tuple[str, dict[str, Any]]] = {}
     for name, (state, select) in request.entities.items():
         stream = ent.STREAMS[name]
-        export = export_of(stream, window_filter(state, portal_tz), select)
-        export.cursor = state.window_last_id or 0
+        export = export_of(stream, {**window_filter(state, portal_tz), ">ID": state.window_last_id or 0}, select)
         out[f"{name}.page"] = (stream.list_method, export.page(export.cursor))
         out[f"{name}.top"] = (stream.list_method, export.probe())
     for name, state in request.histories.items():
         stream = ent.STREAMS[name]
-        export = export_of(stream)
-        export.cursor = state.cursor_id or 0
+        export = export_of(stream, {">ID": state.cursor_id or 0})
         out[f"{name}.page"] = (stream.list_method, export.page(export.cursor))
         out[f"{name}.top"] = (stream.list_method, export.probe())
     for stream in request.dictionaries:

@@ -20,10 +20,11 @@ import sqlalchemy as sa
 from connector.auth import OAuthAuth, Tokens, WebhookAuth
 from connector.client import Bitrix24Client, RetryPolicy
 from connector.emulator.app import EmulatorApp
-from connector.ratelimit import LeakyBucket
+from connector.ratelimit import RequestPacer
 from connector.transport import HttpTransport, WsgiTransport
 from jobs.sync import run_sync
 from mappings import entities as ent, tables
+from tests.conftest import FakeClock
 
 WEBHOOK_CODE = "test-webhook-code"
 UTC = timezone.utc
@@ -35,7 +36,7 @@ def client_of(target: Any, *, retry: RetryPolicy = FAST_RETRY, oauth: bool = Fal
 
     Its own pacing is generous (the test emulators are) unless ``bucket`` says otherwise.
     """
-    bucket = bucket if bucket is not None else LeakyBucket(burst=1e9, rate=1e9)
+    bucket = bucket if bucket is not None else RequestPacer(burst=1e9, rate=1e9)
     if isinstance(target, EmulatorApp):
         auth: Any = WebhookAuth(f"http://portal.test:80/rest/1/{WEBHOOK_CODE}/")
         if oauth:
@@ -109,26 +110,12 @@ def listed(app: EmulatorApp, method: str, params: dict[str, Any] | None = None) 
     return list(client.list_all(method, select=(params or {}).get("select")))
 
 
-class SettableClock:
-    """A portal clock that only moves when the test says so: ``clock.tick(seconds)``, ``clock.now``."""
-
-    def __init__(self, start: float = 1_780_000_000.0):
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def tick(self, seconds: float = 1.0) -> None:
-        """Move the portal's time."""
-        self.now += seconds
-
-
-def clocked_app(make_emulator: Any, tz: str = "+03:00", **options: Any) -> tuple[EmulatorApp, SettableClock]:
+def clocked_app(make_emulator: Any, tz: str = "+03:00", **options: Any) -> tuple[EmulatorApp, FakeClock]:
     """An in-process emulator on a fresh portal whose clock (records and reply time blocks) the test sets."""
     from connector.emulator import new_portal
 
     portal = new_portal(tz, **options)
-    clock = SettableClock()
+    clock = FakeClock()
     portal.clock = clock
     return make_emulator(portal, http=False, clock=clock), clock
 

@@ -14,16 +14,17 @@ import sqlalchemy as sa
 from connector.emulator import new_portal
 from jobs.sync import state as st
 from mappings import tables
-from tests.jobs.sync.conftest import SettableClock, assert_mirror, client_of, requests_of, rows, snapshot, sync
+from tests.conftest import FakeClock
+from tests.jobs.sync.conftest import assert_mirror, client_of, requests_of, rows, snapshot, sync
 
 ROOT = Path(__file__).resolve().parents[3]
 UTC = timezone.utc
 
 
-def portal_with_clock(tz: str = "+03:00") -> tuple[Any, SettableClock]:
+def portal_with_clock(tz: str = "+03:00") -> tuple[Any, FakeClock]:
     """A fresh portal whose clock only moves when the test says so."""
     portal = new_portal(tz)
-    clock = SettableClock()
+    clock = FakeClock()
     portal.clock = clock
     return portal, clock
 
@@ -68,14 +69,14 @@ def test_a_change_during_the_run_is_read_by_the_next_one(make_emulator: Any, mir
     client = client_of(app)
     ids = [client.result("crm.deal.add", {"fields": {"TITLE": f"d{i}"}}) for i in range(120)]
     assert sync(app, mirror_engine).ok
-    clock.tick(60)
+    clock.advance(60)
     client.batch([("crm.deal.update", {"id": i, "fields": {"COMMENTS": "changed before the run"}}) for i in ids[:80]])
     changed: list[int] = []
 
     def change_a_record_already_read(call: Any, handler: Any) -> Any:
         bound = (call.param("filter") or {}).get(">ID")
         if not changed and bound not in (None, "", 0, "0"):  # the run is past its first page
-            clock.tick(1)
+            clock.advance(1)
             client.call("crm.deal.update", {"id": ids[3], "fields": {"TITLE": "changed during the run"}})
             changed.append(ids[3])
         return handler(call)
@@ -111,13 +112,13 @@ def test_a_future_date_modify_cannot_push_the_cursor_past_changes_to_come(make_e
     client = client_of(app)
     early = client.result("crm.deal.add", {"fields": {"TITLE": "early"}})
     start = clock.now
-    clock.tick(86_400)  # someone's clock ran a day ahead when this deal was saved
+    clock.advance(86_400)  # someone's clock ran a day ahead when this deal was saved
     client.result("crm.deal.add", {"fields": {"TITLE": "from the future"}})
     clock.now = start + 10
     assert sync(app, mirror_engine).ok
     state = deal_state(mirror_engine)
     assert state.cursor_at <= datetime.fromtimestamp(clock.now, UTC)  # capped at the portal's time of the run
-    clock.tick(30)
+    clock.advance(30)
     client.call("crm.deal.update", {"id": early, "fields": {"TITLE": "edited later, still before the future one"}})
     assert sync(app, mirror_engine).ok
     titles = {r["title"] for r in rows(mirror_engine, tables.crm_deal)}
@@ -178,7 +179,7 @@ def test_a_new_portal_offset_misses_nothing(make_emulator: Any, mirror_engine: A
     ids = [client.result("crm.deal.add", {"fields": {"TITLE": f"d{i}"}}) for i in range(3)]
     assert sync(app, mirror_engine).ok
     portal.tz_text, portal.tz = "+02:00", parse_offset("+02:00")
-    clock.tick(1)
+    clock.advance(1)
     client.call("crm.deal.update", {"id": ids[2], "fields": {"TITLE": "after the change of offset"}})
     result = sync(app, mirror_engine)
     assert result.ok and result.entities["deal"].updated == 1

@@ -38,7 +38,7 @@ def test_a_record_restored_from_the_recycle_bin_comes_back(make_emulator: Any, m
     app, clock = clocked_app(make_emulator)
     client = client_of(app)
     ids = [client.result("crm.deal.add", {"fields": {"TITLE": f"d{i}"}}) for i in range(3)]
-    clock.tick(60)
+    clock.advance(60)
     client.call("crm.deal.update", {"id": ids[2], "fields": {"TITLE": "moves the cursor on"}})
     assert sync(app, mirror_engine).ok
     kept = copy.deepcopy(app.portal.records["deal"][ids[1]])
