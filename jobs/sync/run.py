@@ -111,6 +111,7 @@ def run_sync(
             with run.writer.transaction() as conn:
                 portal.record(conn, identity, fields.format_offset(reply.time.tzinfo), mirror)
                 runlog.close_abandoned(conn, result.run_id)
+                runlog.prune(conn)
                 runlog.start(conn, result.run_id, "sync", plan.names, worker)
                 if reconcile:
                     runlog.start(conn, result.run_id, "reconcile", [s.name for s in run.reconcilable()], worker)

@@ -101,3 +101,25 @@ def test_stop_commits_and_returns_interrupted(make_emulator: Any, mirror_engine:
     assert _deal_state(mirror_engine).window_open
     assert sync(server, mirror_engine).ok
     assert_mirror(mirror_engine, server.app)
+
+
+def test_the_run_log_keeps_ninety_days_and_the_last_row_of_each_stream(make_emulator: Any, mirror_engine: Any) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    app = make_emulator(seed=3, deals=20, http=False)
+    assert sync(app, mirror_engine, entities="deal").ok
+    long_ago = datetime.now(timezone.utc) - timedelta(days=200)
+    recent = datetime.now(timezone.utc) - timedelta(days=10)
+    old = {"job": "sync", "status": "ok", "started_at": long_ago, "finished_at": long_ago}
+    with mirror_engine.begin() as conn:
+        conn.execute(tables.b24sync_run.insert(), [
+            {**old, "run_id": "old-deal", "entity": "deal"},
+            {**old, "run_id": "recent-deal", "entity": "deal", "started_at": recent, "finished_at": recent},
+            {**old, "run_id": "old-company", "entity": "company"},  # the only row of its stream: kept
+            {**old, "run_id": "older-company", "entity": "company", "started_at": long_ago - timedelta(days=1)},
+        ])
+    assert sync(app, mirror_engine, entities="deal").ok
+    runs = {r["run_id"] for r in rows(mirror_engine, tables.b24sync_run)}
+    assert "old-deal" not in runs and "older-company" not in runs
+    assert {"recent-deal", "old-company"} <= runs
+    assert len({r["run_id"] for r in rows(mirror_engine, tables.b24sync_run) if r["entity"] == "deal"}) == 3
