@@ -155,3 +155,36 @@ def test_a_worker_stops_cleanly_resumes_follows_the_portal_and_reports(make_emul
         assert WEBHOOK_CODE not in text
         for event in worker.jobs():
             assert {"portal", "job", "status", "seconds", "fetched", "inserted", "updated", "deleted", "requests"} <= set(event)
+
+
+def test_sigusr1_dumps_the_stacks_and_a_second_signal_exits_at_once(make_emulator: Any, serve: Any, make_mirror: Any,
+                                                                    start_worker: Any, tmp_path: Any) -> None:
+    import signal
+    import time
+
+    from jobs.errors import EXIT_INTERRUPTED
+
+    app = make_emulator(seed=32, deals=DEALS, http=False)
+    served = serve(app, delay=60.0)  # every reply takes a minute: the first stop cannot finish in time
+    url, engine = make_mirror(upgraded=False)
+    config = write_config(tmp_path, "acme", served.url, url, sync_every_seconds=1)
+    worker = start_worker("--config", str(config), name="hung")
+    worker.wait_for(lambda w: served.log.begun, "the first request")
+
+    worker.process.send_signal(signal.SIGUSR1)  # a look inside: every thread's stack, and the worker lives on
+    worker.wait_for(lambda w: "Current thread" in w.text() or "Thread 0x" in w.text(), "the stack dump")
+    assert worker.process.poll() is None and "transport.py" in worker.text()  # where the sync waits
+
+    worker.process.send_signal(signal.SIGTERM)  # waits for a reply that takes a minute ...
+    worker.wait_for(lambda w: any(e.get("event") == "signal" for e in w.events()), "the first signal logged")
+    began = time.monotonic()
+    assert worker.stop(signal.SIGTERM) == EXIT_INTERRUPTED  # ... the second one does not wait
+    assert time.monotonic() - began < 30
+    assert "second signal" in worker.text()
+
+    served.log.delay = 0.0  # what was committed stays; the next worker completes the mirror
+    again = start_worker("--config", str(config), name="again")
+    again.wait_for(lambda w: w.jobs(job="sync", status="ok"), "a successful sync")
+    assert again.stop() == 0
+    assert table_count(engine, tables.crm_deal) == len(app.portal.records["deal"])
+    assert_mirror(engine, app)
