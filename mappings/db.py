@@ -373,6 +373,36 @@ def upsert(
     conn.exec_driver_sql(sql, params)
 
 
+def insert_new(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert rows the mirror does not have (all with the same columns): ``COPY`` on PostgreSQL, else ``upsert``.
+
+    ``COPY`` costs the server and the driver about half of what an ``INSERT`` per row does, which
+    is most of an initial load's writing. Should a row exist after all (the caller looked before
+    and holds the lease, so it should not), the copy is undone to a savepoint and the rows are
+    upserted instead: never an error, never a duplicate.
+    """
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        upsert(conn, table, rows)
+        return
+    from psycopg import errors as pg_errors
+
+    names = tuple(rows[0].keys())
+    keys = tuple(c.name for c in table.primary_key)
+    _, _, order, plan = _upsert_plan(conn, table, names, keys, tuple(n for n in names if n not in keys))
+    by_name = dict(zip(order, plan))  # each value through its column type's bind processing, as upsert does
+    processors = [by_name[name] for name in names]
+    preparer = conn.dialect.identifier_preparer
+    sql = f"COPY {preparer.format_table(table)} ({', '.join(preparer.quote(n) for n in names)}) FROM STDIN"
+    try:
+        with conn.begin_nested():
+            cursor = conn.connection.driver_connection.cursor()
+            with cursor.copy(sql) as copy:
+                for row in rows:
+                    copy.write_row([value if proc is None else proc(value) for proc, value in zip(processors, map(row.__getitem__, names))])
+    except pg_errors.UniqueViolation:
+        upsert(conn, table, rows)
 _UPSERTS: dict[tuple[Any, ...], tuple[sa.Table, str, bool, list[str], list[Any]]] = {}
 _UPSERTS_LOCK = threading.Lock()
 

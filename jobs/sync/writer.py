@@ -148,11 +148,14 @@ class Writer:
         if not changed and on_commit is None and (state is None or not save_if_unchanged):
             return result
         with self.transaction() as conn:
-            result.inserted = sum(1 for row, _ in changed if row["id"] not in stored)
+            new = [row for row, _ in changed if row["id"] not in stored]
+            result.inserted = len(new)
             result.updated = len(changed) - result.inserted
             if changed:
-                db.upsert(conn, table, [row for row, _ in changed])
-                self._write_userfields(conn, stream, [record for _, record in changed], synced_at, result)
+                db.insert_new(conn, table, new)
+                db.upsert(conn, table, [row for row, _ in changed if row["id"] in stored])
+                self._write_userfields(conn, stream, [record for _, record in changed], synced_at, result,
+                                       new={row["id"] for row in new})
                 self._write_multifields(conn, stream, [record for _, record in changed])
             if state is not None:
                 st.save(conn, state)
@@ -172,7 +175,7 @@ class Writer:
         return found
 
     def _write_userfields(self, conn: Connection, stream: ent.Stream, records: Sequence[Mapping[str, Any]],
-                          synced_at: datetime, result: StreamResult) -> None:
+                          synced_at: datetime, result: StreamResult, new: frozenset[int] | set[int] = frozenset()) -> None:
         if not stream.uf_table:
             return
         known = self.userfields.get(stream.name)
@@ -192,8 +195,10 @@ class Writer:
         by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for row in rows:  # rows carry different user fields (a deleted field is left out): group them
             by_columns.setdefault(tuple(row), []).append(row)
-        for group in by_columns.values():
-            db.upsert(conn, table, group)
+        key = stream.uf_key
+        for group in by_columns.values():  # rows of records new to the mirror are new too
+            db.insert_new(conn, table, [row for row in group if row[key] in new])
+            db.upsert(conn, table, [row for row in group if row[key] not in new])
 
     def _write_multifields(self, conn: Connection, stream: ent.Stream, records: Sequence[Mapping[str, Any]]) -> None:
         if not stream.multi_fields:
@@ -204,7 +209,7 @@ class Writer:
             conn.execute(table.delete().where((table.c.entity_type_id == stream.entity_type_id) & table.c.owner_id.in_(part)))
         rows = [row for record in records for row in fields.multifield_rows(stream, record)]
         unique = {(r["entity_type_id"], r["owner_id"], r["item_id"]): r for r in rows}
-        db.upsert(conn, table, list(unique.values()))
+        db.insert_new(conn, table, list(unique.values()))  # the owners' rows were deleted just above
 
     # ---------------------------------------------------------------- user-field definitions and columns
 
@@ -339,7 +344,7 @@ class Writer:
             stored = self._stored(conn, table, list(rows))
             new = [row for key, row in rows.items() if key not in stored]
             changed = [row for key, row in rows.items() if key in stored and stored[key] != (row["raw"], None)]
-            db.upsert(conn, table, new)
+            db.insert_new(conn, table, new)
             if changed:  # first_seen_at stays as it was
                 db.upsert(conn, table, changed, update=[k for k in changed[0] if k not in ("id", "first_seen_at")])
             result.inserted, result.updated = len(new), len(changed)

@@ -131,6 +131,25 @@ def test_utc_datetimes_refuse_naive_values(mirror_engine: Any) -> None:
             db.upsert(conn, tables.b24sync_lease, [{"name": "x", "owner": "o", "acquired_at": datetime(2026, 1, 1), "expires_at": datetime(2026, 1, 1)}])
 
 
+def test_insert_new_copies_and_never_duplicates_a_row_that_exists(mirror_engine: Any) -> None:
+    now = datetime.now(timezone.utc)
+    h = tables.crm_deal_stage_history
+
+    def row(i: int, stage: str) -> dict[str, Any]:
+        return {"id": i, "type_id": 2, "deal_id": i, "date_create": now, "category_id": 0, "stage_semantic_id": "P",
+                "stage_id": stage, "raw": {"ID": str(i), "NAME": "Сделка \\ \t ✓"}, "first_seen_at": now, "deleted_at": None}
+
+    with db.begin_write(mirror_engine) as conn:
+        db.insert_new(conn, h, [row(1, "NEW"), row(2, "NEW")])
+    with db.begin_write(mirror_engine) as conn:  # row 2 exists: the copy falls back, the transaction goes on
+        db.insert_new(conn, h, [row(2, "WON"), row(3, "NEW")])
+        db.insert_new(conn, h, [row(4, "NEW")])
+    with mirror_engine.connect() as conn:
+        got = [(r.id, r.stage_id, r.raw["NAME"], r.date_create) for r in conn.execute(sa.select(h).order_by(h.c.id))]
+    assert got == [(1, "NEW", "Сделка \\ \t ✓", now), (2, "WON", "Сделка \\ \t ✓", now),
+                   (3, "NEW", "Сделка \\ \t ✓", now), (4, "NEW", "Сделка \\ \t ✓", now)]
+
+
 def test_money_is_exact_on_both_databases(mirror_engine: Any) -> None:
     amounts = [Decimal("0.01"), Decimal("19999.99"), Decimal("1234567890123.45"), Decimal("-0.10")]
     now = datetime.now(timezone.utc)
