@@ -324,9 +324,11 @@ class Writer:
                 *, mark_seen: bool = True) -> StreamResult:
         """Insert new history rows, update the ones the portal rewrote, advance ``state.cursor_id``; one transaction.
 
-        Rows are never removed; a row listed again after it was marked vanished is un-marked.
+        Rows are never removed; a row listed again after it was marked vanished is un-marked. The
+        stays (``stay_seconds``) of every card a new or rewritten row belongs to are brought up to date.
         """
         table = tables.table_of(stream)
+        owner = table.c[next(col.name for col in stream.columns if col.rest == "OWNER_ID")]  # deal_id, lead_id
         now = utcnow()
         rows = {}
         for item in items:
@@ -339,13 +341,39 @@ class Writer:
             stored = self._stored(conn, table, list(rows))
             new = [row for key, row in rows.items() if key not in stored]
             changed = [row for key, row in rows.items() if key in stored and stored[key] != (row["raw"], None)]
+            cards = {row[owner.name] for row in (*new, *changed)}
+            for part in _chunks([row["id"] for row in changed]):  # a rewritten row may have named another card
+                cards.update(k for (k,) in conn.execute(sa.select(owner).where(_among(table.c.id, part, conn))))
             db.upsert(conn, table, new)
             if changed:  # first_seen_at stays as it was
                 db.upsert(conn, table, changed, update=[k for k in changed[0] if k not in ("id", "first_seen_at")])
+            self._stays(conn, table, owner, sorted(k for k in cards if k is not None))
             result.inserted, result.updated = len(new), len(changed)
             if state is not None:
                 st.save(conn, state)
         return result
+
+    def _stays(self, conn: Connection, table: sa.Table, owner: sa.Column[Any], cards: Sequence[int]) -> None:
+        """Set ``stay_seconds`` on the rows of ``cards``: seconds to the card's next row by ID (NULL on its last).
+
+        Rows may arrive in any order (a page later than another, a row rewritten), so each card's
+        rows are read whole and only the values that differ are written.
+        """
+        c = table.c
+        for part in _chunks(cards):
+            query = (sa.select(c.id, owner, c.date_create, c.stay_seconds).where(_among(owner, part, conn))
+                     .order_by(owner, c.id))
+            rows = list(conn.execute(query))
+            updates = []
+            for row, following in zip(rows, [*rows[1:], None]):
+                seconds = None
+                if following is not None and following[1] == row[1] and None not in (row.date_create, following.date_create):
+                    seconds = (following.date_create - row.date_create).total_seconds()
+                if seconds != row.stay_seconds:
+                    updates.append({"row_id": row.id, "seconds": seconds})
+            if updates:
+                conn.execute(table.update().where(c.id == sa.bindparam("row_id")).values(stay_seconds=sa.bindparam("seconds")),
+                             updates)
 
     # ---------------------------------------------------------------- full lists
 

@@ -244,6 +244,7 @@ class MirrorCheck:
             assert mirror[key]["date_create"] == _moment(item["CREATED_TIME"])
         lost = sorted((ever_seen or set()) - set(mirror))
         assert not lost, f"{name}: {len(lost)} history row(s) once listed are gone from the mirror, e.g. {lost[:5]}"
+        assert_stays(self.engine, table)
 
     def dictionaries(self) -> None:
         """Statuses, pipelines, users and user-field definitions equal the portal's (vanished ones marked)."""
@@ -282,6 +283,17 @@ class MirrorCheck:
         for name in ent.HISTORIES:
             self.history(name, (ever_seen or {}).get(name))
         self.unique_keys()
+
+
+def assert_stays(engine: Any, table: sa.Table) -> None:
+    """Every history row's ``stay_seconds`` is the time to its card's next row by ID (None on the last)."""
+    owner = "deal_id" if "deal_id" in table.c else "lead_id"
+    by_card: dict[Any, list[dict[str, Any]]] = {}
+    for row in sorted(rows(engine, table), key=lambda r: r["id"]):
+        by_card.setdefault(row[owner], []).append(row)
+    for card, path in by_card.items():
+        expected = [(b["date_create"] - a["date_create"]).total_seconds() for a, b in zip(path, path[1:])] + [None]
+        assert [r["stay_seconds"] for r in path] == expected, f"{table.name}, card {card}: stays differ"
 
 
 def assert_mirror(engine: Any, app: EmulatorApp, ever_seen: dict[str, set[int]] | None = None) -> None:
