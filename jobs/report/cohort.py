@@ -159,10 +159,15 @@ def card_filter(scope: Scope) -> sa.Select[Any]:
     return sa.select(scope.entity.cards.c.id).where(*_filters(scope))
 
 
-def cohort_select(scope: Scope) -> sa.Select[Any]:
-    """One row per card of the funnel, with the ``COLUMNS``."""
-    active = scope.period.kind == "active" and scope.period.bounded
-    return _active_select(scope) if active else _current_select(scope)
+def _active(scope: Scope) -> bool:
+    return scope.period.kind == "active" and scope.period.bounded
+
+
+def cohort_select(scope: Scope, reached: sa.FromClause | None = None) -> sa.Select[Any]:
+    """One row per card of the funnel, with the ``COLUMNS`` (``reached``: ``reached_select`` kept in a table)."""
+    if _active(scope):
+        return _active_select(scope)
+    return _current_select(scope, reached if reached is not None else reached_select(scope).subquery("reached"))
 
 
 def _common(scope: Scope) -> dict[str, sa.ColumnElement[Any]]:
@@ -184,11 +189,12 @@ def _row_value(h: sa.Table, column: str, row_id: sa.ColumnElement[Any]) -> sa.Co
     return sa.select(row.c[column]).where(row.c.id == row_id).scalar_subquery()
 
 
-def _current_select(scope: Scope) -> sa.Select[Any]:
-    """Cards as they are now: the stage in the card row, or the last row in the pipeline for moved cards."""
+def reached_select(scope: Scope) -> sa.Select[Any]:
+    """Per card with rows in the pipeline, from one pass over them: how far it got, its last row, when it was
+    won, which flagged stages it entered."""
     e = scope.entity
-    c, h = e.cards, e.history
-    reached = (
+    h = e.history
+    return (
         sa.select(
             h.c[e.owner].label("card_id"),
             sa.func.max(scope.index_of(h.c[e.stage])).label("reach"),
@@ -198,8 +204,13 @@ def _current_select(scope: Scope) -> sa.Select[Any]:
         )
         .where(scope.in_pipeline(h, scan=True), *_restricted(scope, h))
         .group_by(scope.access.order(h.c[e.owner]))
-        .subquery("reached")
     )
+
+
+def _current_select(scope: Scope, reached: sa.FromClause) -> sa.Select[Any]:
+    """Cards as they are now: the stage in the card row, or the last row in the pipeline for moved cards."""
+    e = scope.entity
+    c, h = e.cards, e.history
     if e.category is None:
         moved: sa.ColumnElement[Any] = sa.false()
         source = c.outerjoin(reached, reached.c.card_id == c.c.id)
@@ -282,13 +293,29 @@ def _active_select(scope: Scope) -> sa.Select[Any]:
     )
 
 
-def materialize(conn: Connection, scope: Scope) -> sa.Table:
-    """Build the cohort into a temporary table of this connection (dropped with the report's transaction)."""
-    flags = [sa.Column(flag(i), sa.SmallInteger) for i in range(len(scope.flagged))]
-    table = sa.Table(f"b24sync_report_{uuid.uuid4().hex[:12]}", sa.MetaData(), *_columns(), *flags,
-                     prefixes=["TEMPORARY"])
+def _temporary(conn: Connection, name: str, columns: list[sa.Column[Any]], rows: sa.Select[Any]) -> sa.Table:
+    table = sa.Table(f"b24sync_{name}_{uuid.uuid4().hex[:12]}", sa.MetaData(), *columns, prefixes=["TEMPORARY"])
     table.create(conn)
-    conn.execute(table.insert().from_select([*COLUMNS, *(c.name for c in flags)], cohort_select(scope)))
+    conn.execute(table.insert().from_select([c.name for c in columns], rows))
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"ANALYZE {table.name}")  # temporary tables get no statistics otherwise
     return table
+
+
+def materialize(conn: Connection, scope: Scope) -> sa.Table:
+    """Build the cohort into a temporary table of this connection (dropped with the report's transaction).
+
+    Outside an ``active`` period the per-card pass over history is kept in a table of its own first
+    (``cohort.info["reached"]``): joined by key it is cheaper than as a subquery, and it tells which
+    cards have rows in the pipeline but are not counted (deleted, or no card row).
+    """
+    flags = [sa.Column(flag(i), sa.SmallInteger) for i in range(len(scope.flagged))]
+    reached = None
+    if not _active(scope):
+        key = sa.Column("card_id", sa.BigInteger, primary_key=True, autoincrement=False)
+        reached = _temporary(conn, "reached", [
+            key, sa.Column("reach", sa.Integer), sa.Column("last_id", sa.BigInteger), sa.Column("won_at", UtcDateTime()),
+            *(sa.Column(c.name, sa.SmallInteger) for c in flags)], reached_select(scope))
+    cohort = _temporary(conn, "report", [*_columns(), *flags], cohort_select(scope, reached))
+    cohort.info["reached"] = reached
+    return cohort

@@ -1,5 +1,6 @@
-"""SQL that reads the same on SQLite and PostgreSQL: seconds between two moments, exact cents, columns
-kept off SQLite's indexes, and percentiles (``percentile_cont`` on PostgreSQL, sorted ranks on SQLite).
+"""SQL that reads the same on SQLite and PostgreSQL: seconds between two moments, moments compared, exact
+cents, columns kept off SQLite's indexes, and percentiles (``percentile_cont`` on PostgreSQL, sorted ranks
+on SQLite).
 
 Percentiles follow PostgreSQL's ``percentile_cont``: linear interpolation between the two closest ranks.
 """
@@ -70,37 +71,14 @@ def _plain_default(element: plain, compiler: Any, **kw: Any) -> str:
     return compiler.process(list(element.clauses)[0], **kw)
 
 
-class instant(FunctionElement[Any]):
-    """``instant(moment)``: a stored or bound moment in a form that compares by time on every database.
-
-    SQLite keeps moments as text, and a mirror may hold ``2026-03-03 06:03:00`` beside
-    ``2026-03-03 06:03:00.000000`` (two writers, one column): as text the first sorts before the second,
-    so SQLite compares ``julianday()`` numbers; PostgreSQL compares its timestamps as they are.
-    """
-
-    name = "instant"
-    inherit_cache = True
-    type = sa.Float()
-
-
-@compiles(instant, "sqlite")
-def _instant_sqlite(element: instant, compiler: Any, **kw: Any) -> str:
-    return f"julianday({compiler.process(list(element.clauses)[0], **kw)})"
-
-
-@compiles(instant)
-def _instant_default(element: instant, compiler: Any, **kw: Any) -> str:
-    return compiler.process(list(element.clauses)[0], **kw)
-
-
 def earlier(column: sa.ColumnElement[Any], moment: datetime) -> sa.ColumnElement[bool]:
-    """``column < moment`` by time (see ``instant``)."""
-    return instant(column) < instant(sa.literal(moment, column.type))
+    """``column < moment`` (a moment of the mirror: SQLite's text has one fixed-width form, so it compares as text)."""
+    return column < sa.literal(moment, column.type)
 
 
 def not_earlier(column: sa.ColumnElement[Any], moment: datetime) -> sa.ColumnElement[bool]:
-    """``column >= moment`` by time (see ``instant``)."""
-    return instant(column) >= instant(sa.literal(moment, column.type))
+    """``column >= moment`` (see ``earlier``)."""
+    return column >= sa.literal(moment, column.type)
 
 
 def cents(amount: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
@@ -118,7 +96,7 @@ def larger(a: sa.ColumnElement[Any], b: sa.ColumnElement[Any]) -> sa.ColumnEleme
     return sa.case((a >= b, a), else_=b)
 
 
-def _interpolate(n: int, tenths: int, at_rank: Callable[[int], float | None]) -> float | None:
+def interpolate(n: int, tenths: int, at_rank: Callable[[int], float | None]) -> float | None:
     """percentile_cont's value from the two ranks around position (n - 1) * p (ranks count from 1)."""
     lower = (n - 1) * tenths // 10 + 1
     fraction = ((n - 1) * tenths % 10) / 10
@@ -200,7 +178,7 @@ def _percentiles_by_rank(
         result = {}
         for row in bounds:
             n, first = int(row.n), int(row.first)
-            result[tuple(row[:len(keys)])] = (n, {t: _interpolate(n, t, lambda r: at.get(first + r - 1) if r <= n else None)
+            result[tuple(row[:len(keys)])] = (n, {t: interpolate(n, t, lambda r: at.get(first + r - 1) if r <= n else None)
                                                   for t in wanted})
         return result
     finally:

@@ -4,6 +4,8 @@ cycle time. Each returns a few rows per stage and slice, never a row per history
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -14,7 +16,7 @@ from sqlalchemy.engine import Connection
 from jobs.report.cohort import Scope, card_filter, flag
 from jobs.report.figures import Durations
 from jobs.report.modes import EnteredGroup, FactGroup
-from jobs.report.portable import MEDIAN, P90, money, percentiles, seconds_between
+from jobs.report.portable import MEDIAN, P90, interpolate, money, percentiles, seconds_between
 
 TOTAL = "\x00total"  # the slice key of the total in per-slice results (a slice key is never this)
 
@@ -81,8 +83,23 @@ def stays(scope: Scope, cohort: sa.Table) -> sa.Subquery:
     """Completed stays of the cohort's cards in the pipeline's stages: (slice, stage, seconds).
 
     A stay runs from a history row to the card's next history row (in any pipeline), rows in ID order;
-    the stay a card is still in has no next row and is left out.
+    the stay a card is still in has no next row and is left out. Each row keeps its stay
+    (``stay_seconds``); an ``active`` period pairs the rows written before its end instead.
     """
+    if scope.as_of is not None:
+        return _stays_as_of(scope, cohort)
+    e = scope.entity
+    h, k = e.history, cohort.c
+    return (
+        sa.select(k.slice.label("slice"), h.c[e.stage].label("stage"), h.c.stay_seconds.label("seconds"))
+        .select_from(h.join(cohort, k.id == h.c[e.owner]))
+        .where(scope.in_pipeline(h), h.c.stay_seconds.is_not(None))
+        .subquery("stays")
+    )
+
+
+def _stays_as_of(scope: Scope, cohort: sa.Table) -> sa.Subquery:
+    """The stays as they were at ``scope.as_of``: each visible row paired with the card's next visible row."""
     e = scope.entity
     h, k = e.history, cohort.c
     left_at = sa.func.lead(h.c.date_create).over(partition_by=scope.access.order(h.c[e.owner]),
@@ -109,12 +126,64 @@ def _durations(found: dict[tuple[Any, ...], tuple[int, dict[int, float | None]]]
     return {key: Durations(n, values.get(MEDIAN), values.get(P90)) for key, (n, values) in found.items()}
 
 
+def _stays_by_index(conn: Connection, scope: Scope, cohort: sa.Table, reached: sa.Table) -> dict[str, Durations]:
+    """Per stage: the cohort's stays counted and ranked off the (pipeline, stage, stay) index, nothing sorted.
+
+    The index holds the stays of every card with rows in the pipeline; the few such cards the cohort
+    leaves out (deleted, no card row) are read apart, and each wanted rank skips their stays: the
+    k-th counted stay is the j-th in the index, j = k + (left-out stays up to it), found in a few steps.
+    """
+    e = scope.entity
+    h = e.history
+    stage, seconds = h.c[e.stage], h.c.stay_seconds
+    here = [scope.in_pipeline(h), seconds.is_not(None)]
+    counts = {row[0]: int(row[1]) for row in conn.execute(sa.select(stage, sa.func.count()).where(*here).group_by(stage))}
+    r = reached.c
+    left_out: dict[str, list[float]] = defaultdict(list)
+    outside = (sa.select(stage, seconds).select_from(reached.join(h, h.c[e.owner] == r.card_id))
+               .where(*here, r.card_id.not_in(sa.select(cohort.c.id))))
+    for stage_id, value in conn.execute(outside):
+        left_out[stage_id].append(float(value))
+    result = {}
+    for stage_id, indexed in counts.items():
+        skipped = sorted(left_out.get(stage_id, []))
+        n = indexed - len(skipped)
+        if n <= 0:
+            continue
+        found: dict[int, float] = {}
+
+        def at(j: int, stage_id: str = stage_id, found: dict[int, float] = found) -> float:
+            if j not in found:  # the j-th stay (from 1) of the stage in the index, and the one after it
+                query = (sa.select(seconds).where(*here, stage == stage_id).order_by(seconds)
+                         .limit(2).offset(j - 1))
+                for offset, (value,) in enumerate(conn.execute(query)):
+                    found[j + offset] = float(value)
+            return found[j]
+
+        def counted(k: int, skipped: list[float] = skipped, at: Any = at) -> float:
+            j = k
+            while True:
+                value = at(j)
+                following = k + bisect_right(skipped, value)
+                if following == j:
+                    return value
+                j = following
+
+        result[stage_id] = Durations(n, *(interpolate(n, tenths, lambda rank: counted(rank) if rank <= n else None)
+                                          for tenths in (MEDIAN, P90)))
+    return result
+
+
 def durations(conn: Connection, scope: Scope, cohort: sa.Table) -> dict[Any, dict[str, Durations]]:
     """Per slice (``TOTAL`` for all cards) and stage: how many completed stays, their median and p90."""
     source = stays(scope, cohort)
     result: dict[Any, dict[str, Durations]] = {TOTAL: {}}
-    for (stage,), value in _durations(percentiles(conn, source, ["stage"], "seconds")).items():
-        result[TOTAL][stage] = value
+    reached = cohort.info.get("reached")
+    if scope.as_of is None and not scope.narrow and reached is not None:
+        result[TOTAL] = _stays_by_index(conn, scope, cohort, reached)
+    else:
+        for (stage,), value in _durations(percentiles(conn, source, ["stage"], "seconds")).items():
+            result[TOTAL][stage] = value
     if scope.by is not None:
         for (slice_key, stage), value in _durations(percentiles(conn, source, ["slice", "stage"], "seconds")).items():
             result.setdefault(slice_key, {})[stage] = value

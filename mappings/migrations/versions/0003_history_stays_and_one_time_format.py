@@ -7,8 +7,8 @@ Revises: 0002
 - ``stay_seconds`` on both history tables, filled here from the rows already mirrored (the sync keeps
   it from now on);
 - the (card, ID) and (pipeline, stage) indexes become (card, ID, pipeline, stage, time), which covers
-  what the reports read of a card's rows, and (pipeline, stage, stay_seconds), which holds each
-  stage's stays in order of length;
+  what the reports read of a card's rows, and (pipeline, stage, stay_seconds, card), which holds
+  each stage's stays in order of length;
 - SQLite: moments written without fractions (``2026-03-03 06:03:00``, by the bulk writer of earlier
   versions) get them (``2026-03-03 06:03:00.000000``), so that every moment has one fixed-width form.
 """
@@ -31,9 +31,9 @@ OLD_INDEXES = (
 )
 NEW_INDEXES = (
     ("ix_crm_deal_stage_history_cover", "crm_deal_stage_history", ["deal_id", "id", "category_id", "stage_id", "date_create"]),
-    ("ix_crm_deal_stage_history_stays", "crm_deal_stage_history", ["category_id", "stage_id", "stay_seconds"]),
+    ("ix_crm_deal_stage_history_stays", "crm_deal_stage_history", ["category_id", "stage_id", "stay_seconds", "deal_id"]),
     ("ix_crm_lead_status_history_cover", "crm_lead_status_history", ["lead_id", "id", "status_id", "date_create"]),
-    ("ix_crm_lead_status_history_stays", "crm_lead_status_history", ["status_id", "stay_seconds"]),
+    ("ix_crm_lead_status_history_stays", "crm_lead_status_history", ["status_id", "stay_seconds", "lead_id"]),
 )
 WHOLE_SECONDS = 19  # len("2026-03-03 06:03:00")
 
