@@ -74,9 +74,13 @@ class Scope:
         return [] if self.as_of is None else [earlier(h.c.date_create, self.as_of)]
 
 
+# a card's key in the report's own tables: on SQLite the rowid itself (INTEGER PRIMARY KEY), one lookup less
+CARD_KEY = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
 def _columns() -> list[sa.Column[Any]]:
     return [
-        sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("id", CARD_KEY, primary_key=True, autoincrement=False),
         sa.Column("slice", sa.Text),
         sa.Column("reach", sa.Integer),
         sa.Column("position", sa.Text),
@@ -183,28 +187,45 @@ def _common(scope: Scope) -> dict[str, sa.ColumnElement[Any]]:
     }
 
 
-def _row_value(h: sa.Table, column: str, row_id: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-    """One column of the history row ``row_id`` (a primary-key lookup, only where the query needs it)."""
-    row = h.alias("one_row")
-    return sa.select(row.c[column]).where(row.c.id == row_id).scalar_subquery()
-
-
 def reached_select(scope: Scope) -> sa.Select[Any]:
-    """Per card with rows in the pipeline, from one pass over them: how far it got, its last row, when it was
-    won, which flagged stages it entered."""
+    """Per card with rows in the pipeline: how far it got, when it was won, which flagged stages it entered.
+
+    How far is the one figure read from every row (a single aggregate: each one more per history row
+    costs as much as the pass itself); the others come from the few rows of the success and flagged
+    stages, found through the (pipeline, stage) index.
+    """
     e = scope.entity
     h = e.history
-    return (
+    reach = (
+        sa.select(h.c[e.owner].label("card_id"), sa.func.max(scope.index_of(h.c[e.stage])).label("reach"))
+        .where(scope.in_pipeline(h, scan=True), *_restricted(scope, h))
+        .group_by(scope.access.order(h.c[e.owner]))
+        .subquery("reach")
+    )
+    marked = [*scope.success_ids, *scope.flagged]
+    marks = (
         sa.select(
             h.c[e.owner].label("card_id"),
-            sa.func.max(scope.index_of(h.c[e.stage])).label("reach"),
-            sa.func.max(h.c.id).label("last_id"),
             sa.func.max(sa.case((h.c[e.stage].in_(scope.success_ids), h.c.date_create))).label("won_at"),
             *_entered_flags(scope, h),
         )
-        .where(scope.in_pipeline(h, scan=True), *_restricted(scope, h))
-        .group_by(scope.access.order(h.c[e.owner]))
+        .where(scope.in_pipeline(h), h.c[e.stage].in_(marked), *_restricted(scope, h))
+        .group_by(h.c[e.owner])
+        .subquery("marks")
     )
+    return (
+        sa.select(reach.c.card_id, reach.c.reach, marks.c.won_at,
+                  *(marks.c[flag(i)] for i in range(len(scope.flagged))))
+        .select_from(reach.outerjoin(marks, marks.c.card_id == reach.c.card_id))
+    )
+
+
+def _last_here(scope: Scope, column: str) -> sa.ColumnElement[Any]:
+    """One column of the card's last history row in the pipeline (read only for cards that moved out)."""
+    e = scope.entity
+    row = e.history.alias("last_here")
+    return (sa.select(row.c[column]).where(row.c[e.owner] == e.cards.c.id, scope.in_pipeline(row))
+            .order_by(row.c.id.desc()).limit(1).scalar_subquery())
 
 
 def _current_select(scope: Scope, reached: sa.FromClause) -> sa.Select[Any]:
@@ -219,8 +240,8 @@ def _current_select(scope: Scope, reached: sa.FromClause) -> sa.Select[Any]:
     else:
         moved = c.c[e.category] != scope.pipeline.id
         source = c.outerjoin(reached, reached.c.card_id == c.c.id)
-        position = sa.case((moved, _row_value(h, e.stage, reached.c.last_id)), else_=c.c[e.stage])
-        letter = sa.case((moved, _row_value(h, e.semantic, reached.c.last_id)), else_=c.c[e.semantic])
+        position = sa.case((moved, _last_here(scope, e.stage)), else_=c.c[e.stage])
+        letter = sa.case((moved, _last_here(scope, e.semantic)), else_=c.c[e.semantic])
         member = sa.or_(c.c[e.category] == scope.pipeline.id, reached.c.card_id.is_not(None))
     common = _common(scope)
     reach = larger(sa.func.coalesce(reached.c.reach, 0), scope.index_of(position))
@@ -293,29 +314,37 @@ def _active_select(scope: Scope) -> sa.Select[Any]:
     )
 
 
-def _temporary(conn: Connection, name: str, columns: list[sa.Column[Any]], rows: sa.Select[Any]) -> sa.Table:
+def _temporary(conn: Connection, name: str, columns: list[sa.Column[Any]], rows: sa.Select[Any], *,
+               analyze: bool = False) -> sa.Table:
     table = sa.Table(f"b24sync_{name}_{uuid.uuid4().hex[:12]}", sa.MetaData(), *columns, prefixes=["TEMPORARY"])
     table.create(conn)
     conn.execute(table.insert().from_select([c.name for c in columns], rows))
-    if conn.dialect.name == "postgresql":
+    if analyze and conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"ANALYZE {table.name}")  # temporary tables get no statistics otherwise
     return table
 
 
-def materialize(conn: Connection, scope: Scope) -> sa.Table:
+def materialize(conn: Connection, scope: Scope, *, joined: bool = True) -> sa.Table:
     """Build the cohort into a temporary table of this connection (dropped with the report's transaction).
 
     Outside an ``active`` period the per-card pass over history is kept in a table of its own first
     (``cohort.info["reached"]``): joined by key it is cheaper than as a subquery, and it tells which
-    cards have rows in the pipeline but are not counted (deleted, or no card row).
+    cards have rows in the pipeline but are not counted (deleted, or no card row). ``joined``: the
+    report will join the cohort with the history rows (slices, drill-down, filters), so PostgreSQL
+    gets its statistics.
     """
     flags = [sa.Column(flag(i), sa.SmallInteger) for i in range(len(scope.flagged))]
     reached = None
     if not _active(scope):
-        key = sa.Column("card_id", sa.BigInteger, primary_key=True, autoincrement=False)
+        key = sa.Column("card_id", CARD_KEY, primary_key=True, autoincrement=False)
+        if conn.dialect.name == "postgresql":  # one ordered pass along the (card, ID) index, not a hash of every card
+            conn.exec_driver_sql("SET LOCAL enable_hashagg = off")
         reached = _temporary(conn, "reached", [
-            key, sa.Column("reach", sa.Integer), sa.Column("last_id", sa.BigInteger), sa.Column("won_at", UtcDateTime()),
+            key, sa.Column("reach", sa.Integer), sa.Column("won_at", UtcDateTime()),
             *(sa.Column(c.name, sa.SmallInteger) for c in flags)], reached_select(scope))
-    cohort = _temporary(conn, "report", [*_columns(), *flags], cohort_select(scope, reached))
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET LOCAL enable_hashagg = on")
+    joined = joined or scope.narrow or _active(scope) or scope.by is not None
+    cohort = _temporary(conn, "report", [*_columns(), *flags], cohort_select(scope, reached), analyze=joined)
     cohort.info["reached"] = reached
     return cohort

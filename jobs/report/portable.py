@@ -91,9 +91,27 @@ def money(total_cents: Any) -> Decimal:
     return (Decimal(int(round(float(total_cents)))) if total_cents is not None else Decimal(0)) / 100
 
 
-def larger(a: sa.ColumnElement[Any], b: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-    """The larger of two non-null values (GREATEST is not in SQLite, two-argument MAX not in PostgreSQL)."""
-    return sa.case((a >= b, a), else_=b)
+class larger(FunctionElement[Any]):
+    """``larger(a, b)``: the larger of two non-null values, each evaluated once (SQLite's two-argument
+    ``max``, PostgreSQL's ``GREATEST``)."""
+
+    name = "larger"
+    inherit_cache = True
+
+    @property
+    def type(self) -> Any:  # type: ignore[override]
+        """The first value's type."""
+        return list(self.clauses)[0].type
+
+
+@compiles(larger, "sqlite")
+def _larger_sqlite(element: larger, compiler: Any, **kw: Any) -> str:
+    return f"max({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(larger)
+def _larger_default(element: larger, compiler: Any, **kw: Any) -> str:
+    return f"GREATEST({compiler.process(element.clauses, **kw)})"
 
 
 def interpolate(n: int, tenths: int, at_rank: Callable[[int], float | None]) -> float | None:
