@@ -32,7 +32,7 @@ import sqlalchemy as sa  # noqa: E402
 from jobs.report import synthetic as syn  # noqa: E402
 from mappings import db  # noqa: E402
 
-VERSION = 4  # of the generated data (4: revision 0003, stays on the rows): a new version regenerates the cache
+VERSION = 5  # of the generated data (5: revision 0003, stays and paths on the rows): a new version regenerates the cache
 SEED = 2026
 CASES = ("funnel", "by assigned", "drill-down", "naive baseline")
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "b24sync-bench"

@@ -187,36 +187,39 @@ def _common(scope: Scope) -> dict[str, sa.ColumnElement[Any]]:
     }
 
 
+def _went_through(visited: sa.ColumnElement[Any], stage_id: str) -> sa.ColumnElement[bool]:
+    """``visited`` (``,NEW,NEEDS,``) names the stage."""
+    return visited.contains(f",{stage_id},", autoescape=True)
+
+
 def reached_select(scope: Scope) -> sa.Select[Any]:
     """Per card with rows in the pipeline: how far it got, when it was won, which flagged stages it entered.
 
-    How far is the one figure read from every row (a single aggregate: each one more per history row
-    costs as much as the pass itself); the others come from the few rows of the success and flagged
-    stages, found through the (pipeline, stage) index.
+    How far and which stages come from one row per card: its last row in the pipeline, which carries
+    every stage its rows there name (``visited``, kept by the sync); when it was won from the few rows
+    of the success stage, found through the (pipeline, stage) index.
     """
     e = scope.entity
     h = e.history
-    reach = (
-        sa.select(h.c[e.owner].label("card_id"), sa.func.max(scope.index_of(h.c[e.stage])).label("reach"))
-        .where(scope.in_pipeline(h, scan=True), *_restricted(scope, h))
-        .group_by(scope.access.order(h.c[e.owner]))
-        .subquery("reach")
+    visited = h.c.visited
+    ordered = sorted((s for s in scope.stages.current if s.index > 0), key=lambda s: -s.index)
+    reach = sa.case(*((_went_through(visited, s.id), s.index) for s in ordered), else_=0) if ordered else sa.literal(0)
+    flags = [sa.case((_went_through(visited, stage_id), 1), else_=0).label(flag(i))
+             for i, stage_id in enumerate(scope.flagged)]
+    paths = (
+        sa.select(h.c[e.owner].label("card_id"), reach.label("reach"), *flags)
+        .where(scope.in_pipeline(h), visited.is_not(None), *_restricted(scope, h))
+        .subquery("paths")
     )
-    marked = [*scope.success_ids, *scope.flagged]
-    marks = (
-        sa.select(
-            h.c[e.owner].label("card_id"),
-            sa.func.max(sa.case((h.c[e.stage].in_(scope.success_ids), h.c.date_create))).label("won_at"),
-            *_entered_flags(scope, h),
-        )
-        .where(scope.in_pipeline(h), h.c[e.stage].in_(marked), *_restricted(scope, h))
+    won = (
+        sa.select(h.c[e.owner].label("card_id"), sa.func.max(h.c.date_create).label("won_at"))
+        .where(scope.in_pipeline(h), h.c[e.stage].in_(scope.success_ids), *_restricted(scope, h))
         .group_by(h.c[e.owner])
-        .subquery("marks")
+        .subquery("won")
     )
     return (
-        sa.select(reach.c.card_id, reach.c.reach, marks.c.won_at,
-                  *(marks.c[flag(i)] for i in range(len(scope.flagged))))
-        .select_from(reach.outerjoin(marks, marks.c.card_id == reach.c.card_id))
+        sa.select(paths.c.card_id, paths.c.reach, won.c.won_at, *(paths.c[flag(i)] for i in range(len(scope.flagged))))
+        .select_from(paths.outerjoin(won, won.c.card_id == paths.c.card_id))
     )
 
 

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import re
 import threading
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
@@ -325,7 +326,7 @@ class Writer:
         """Insert new history rows, update the ones the portal rewrote, advance ``state.cursor_id``; one transaction.
 
         Rows are never removed; a row listed again after it was marked vanished is un-marked. The
-        stays (``stay_seconds``) of every card a new or rewritten row belongs to are brought up to date.
+        stays and paths (``_stays``) of every card a new or rewritten row belongs to are brought up to date.
         """
         table = tables.table_of(stream)
         owner = table.c[next(col.name for col in stream.columns if col.rest == "OWNER_ID")]  # deal_id, lead_id
@@ -354,26 +355,38 @@ class Writer:
         return result
 
     def _stays(self, conn: Connection, table: sa.Table, owner: sa.Column[Any], cards: Sequence[int]) -> None:
-        """Set ``stay_seconds`` on the rows of ``cards``: seconds to the card's next row by ID (NULL on its last).
+        """Bring what a card's rows say about each other up to date for ``cards``: ``stay_seconds`` (seconds to
+        the card's next row by ID, NULL on its last) and ``visited`` (on its last row in each pipeline, the
+        stages its rows there name: ``,NEW,NEEDS,``; NULL on the other rows).
 
         Rows may arrive in any order (a page later than another, a row rewritten), so each card's
         rows are read whole and only the values that differ are written.
         """
         c = table.c
+        pipeline = c.category_id if "category_id" in c else sa.null()
+        stage = c.stage_id if "stage_id" in c else c.status_id
         for part in _chunks(cards):
-            query = (sa.select(c.id, owner, c.date_create, c.stay_seconds).where(_among(owner, part, conn))
-                     .order_by(owner, c.id))
+            query = (sa.select(c.id, owner, c.date_create, pipeline, stage, c.stay_seconds, c.visited)
+                     .where(_among(owner, part, conn)).order_by(owner, c.id))
             rows = list(conn.execute(query))
+            last_here: dict[tuple[Any, Any], int] = {}
+            stages: dict[tuple[Any, Any], set[str]] = defaultdict(set)
+            for row in rows:
+                last_here[(row[1], row[3])] = row.id
+                if row[4] is not None:
+                    stages[(row[1], row[3])].add(row[4])
             updates = []
             for row, following in zip(rows, [*rows[1:], None]):
                 seconds = None
                 if following is not None and following[1] == row[1] and None not in (row.date_create, following.date_create):
                     seconds = (following.date_create - row.date_create).total_seconds()
-                if seconds != row.stay_seconds:
-                    updates.append({"row_id": row.id, "seconds": seconds})
+                key = (row[1], row[3])
+                visited = ",".join(["", *sorted(stages[key]), ""]) if last_here[key] == row.id else None
+                if seconds != row.stay_seconds or visited != row.visited:
+                    updates.append({"row_id": row.id, "seconds": seconds, "visited": visited})
             if updates:
-                conn.execute(table.update().where(c.id == sa.bindparam("row_id")).values(stay_seconds=sa.bindparam("seconds")),
-                             updates)
+                conn.execute(table.update().where(c.id == sa.bindparam("row_id"))
+                             .values(stay_seconds=sa.bindparam("seconds"), visited=sa.bindparam("visited")), updates)
 
     # ---------------------------------------------------------------- full lists
 

@@ -103,8 +103,8 @@ def test_upgrade_to_0003_fills_the_stays_and_gives_moments_one_format(make_mirro
     db.upgrade(engine)
     table = tables.crm_deal_stage_history
     with engine.connect() as conn:
-        stays = [tuple(r) for r in conn.execute(sa.select(table.c.id, table.c.stay_seconds).order_by(table.c.id))]
-        assert stays == [(1, 4530.0), (2, None), (3, None)]
+        stays = [tuple(r) for r in conn.execute(sa.select(table.c.id, table.c.stay_seconds, table.c.visited).order_by(table.c.id))]
+        assert stays == [(1, 4530.0, None), (2, None, ",NEW,"), (3, None, ",NEW,")]
         if engine.dialect.name == "sqlite":
             stored = [r[0] for r in conn.exec_driver_sql("SELECT date_create FROM crm_deal_stage_history ORDER BY id")]
             assert stored == [m + ".000000" for m in moments]
