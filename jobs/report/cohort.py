@@ -318,11 +318,20 @@ def _active_select(scope: Scope) -> sa.Select[Any]:
 
 
 def _temporary(conn: Connection, name: str, columns: list[sa.Column[Any]], rows: sa.Select[Any], *,
-               analyze: bool = False) -> sa.Table:
-    table = sa.Table(f"b24sync_{name}_{uuid.uuid4().hex[:12]}", sa.MetaData(), *columns, prefixes=["TEMPORARY"])
+               joined: bool = False) -> sa.Table:
+    """A temporary table of ``rows``, its first column the card. ``joined``: later queries join it by card.
+
+    On SQLite the card is the rowid (free); PostgreSQL fills the table first and indexes it (and
+    gathers its statistics) only when it will be joined.
+    """
+    postgresql = conn.dialect.name == "postgresql"
+    key, *rest = columns
+    key = sa.Column(key.name, key.type, primary_key=not postgresql, autoincrement=False)
+    table = sa.Table(f"b24sync_{name}_{uuid.uuid4().hex[:12]}", sa.MetaData(), key, *rest, prefixes=["TEMPORARY"])
     table.create(conn)
     conn.execute(table.insert().from_select([c.name for c in columns], rows))
-    if analyze and conn.dialect.name == "postgresql":
+    if postgresql and joined:
+        conn.exec_driver_sql(f"CREATE UNIQUE INDEX ON {table.name} ({key.name})")
         conn.exec_driver_sql(f"ANALYZE {table.name}")  # temporary tables get no statistics otherwise
     return table
 
@@ -348,6 +357,6 @@ def materialize(conn: Connection, scope: Scope, *, joined: bool = True) -> sa.Ta
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql("SET LOCAL enable_hashagg = on")
     joined = joined or scope.narrow or _active(scope) or scope.by is not None
-    cohort = _temporary(conn, "report", [*_columns(), *flags], cohort_select(scope, reached), analyze=joined)
+    cohort = _temporary(conn, "report", [*_columns(), *flags], cohort_select(scope, reached), joined=joined)
     cohort.info["reached"] = reached
     return cohort

@@ -119,8 +119,8 @@ def _durations(found: dict[tuple[Any, ...], tuple[int, dict[int, float | None]]]
 def _stays_by_index(conn: Connection, scope: Scope, cohort: sa.Table, reached: sa.Table) -> dict[str, Durations]:
     """Per stage: the cohort's stays counted and ranked off the (pipeline, stage, stay) index, nothing sorted.
 
-    The index holds the stays of every card with rows in the pipeline; the few such cards the cohort
-    leaves out (deleted, no card row) are read apart, and each wanted rank skips their stays: the
+    The index holds the stays of every card with rows in the pipeline; the few such cards the filters
+    leave out (deleted, no card row) are read apart, and each wanted rank skips their stays: the
     k-th counted stay is the j-th in the index, j = k + (left-out stays up to it), found in a few steps.
     """
     e = scope.entity
@@ -130,8 +130,7 @@ def _stays_by_index(conn: Connection, scope: Scope, cohort: sa.Table, reached: s
     counts = {row[0]: int(row[1]) for row in conn.execute(sa.select(stage, sa.func.count()).where(*here).group_by(stage))}
     r = reached.c
     left_out: dict[str, list[float]] = defaultdict(list)
-    counted = sa.select(cohort.c.id).where(cohort.c.id == r.card_id)
-    cards = [k for (k,) in conn.execute(sa.select(r.card_id).where(~counted.exists()))]
+    cards = [k for (k,) in conn.execute(sa.select(r.card_id).where(r.card_id.not_in(card_filter(scope))))]
     by_card = [plain(seconds).is_not(None)]  # SQLite: read by card, not along the stays index
     if e.category is not None:
         by_card.append(plain(h.c[e.category]) == scope.pipeline.id)
