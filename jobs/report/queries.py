@@ -116,8 +116,9 @@ def _durations(found: dict[tuple[Any, ...], tuple[int, dict[int, float | None]]]
     return {key: Durations(n, values.get(MEDIAN), values.get(P90)) for key, (n, values) in found.items()}
 
 
-def _stays_by_index(conn: Connection, scope: Scope, cohort: sa.Table, reached: sa.Table) -> dict[str, Durations]:
-    """Per stage: the cohort's stays counted and ranked off the (pipeline, stage, stay) index, nothing sorted.
+def _stays_by_index(conn: Connection, scope: Scope, reached: sa.Table) -> dict[str, Durations]:
+    """Per stage: the cohort's stays counted and ranked off the (pipeline, stage, stay) index, nothing sorted
+    (``reached``: the cards with rows in the pipeline, as ``materialize`` keeps them).
 
     The index holds the stays of every card with rows in the pipeline; the few such cards the filters
     leave out (deleted, no card row) are read apart, and each wanted rank skips their stays: the
@@ -174,7 +175,7 @@ def durations(conn: Connection, scope: Scope, cohort: sa.Table) -> dict[Any, dic
     result: dict[Any, dict[str, Durations]] = {TOTAL: {}}
     reached = cohort.info.get("reached")
     if scope.as_of is None and not scope.narrow and reached is not None:
-        result[TOTAL] = _stays_by_index(conn, scope, cohort, reached)
+        result[TOTAL] = _stays_by_index(conn, scope, reached)
     else:
         for (stage,), value in _durations(percentiles(conn, source, ["stage"], "seconds")).items():
             result[TOTAL][stage] = value
