@@ -32,9 +32,7 @@ import sqlalchemy as sa  # noqa: E402
 from jobs.report import synthetic as syn  # noqa: E402
 from mappings import db  # noqa: E402
 
-VERSION = 3  # of the generated data: a new version regenerates the cache
-# the index the report asks the mirror for: a history row's card, ID, pipeline, stage and time in one place
-COVERING = ("ix_bench_history_cover", "crm_deal_stage_history", "deal_id, id, category_id, stage_id, date_create")
+VERSION = 5  # of the generated data (5: revision 0003, stays and paths on the rows): a new version regenerates the cache
 SEED = 2026
 CASES = ("funnel", "by assigned", "drill-down", "naive baseline")
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "b24sync-bench"
@@ -108,40 +106,6 @@ def sqlite_mirror(cache: Path, rows: int) -> str:
     for suffix in ("-wal", "-shm"):
         Path(f"{partial}{suffix}").unlink(missing_ok=True)
     partial.rename(path)
-    return url
-
-
-def with_covering_index(url: str, wanted: bool) -> str:
-    """The mirror with (``wanted``) or without the covering history index: a cached copy for SQLite,
-    the same schema with the index created or dropped for PostgreSQL."""
-    name, table, columns = COVERING
-    if url.startswith("sqlite"):
-        if not wanted:
-            return url
-        source = Path(url.removeprefix("sqlite:///"))
-        copy = source.with_name(source.name.replace(".sqlite3", "-index.sqlite3"))
-        if not copy.exists():
-            import sqlite3
-
-            partial = copy.with_name(copy.name + ".partial")
-            partial.write_bytes(source.read_bytes())
-            conn = sqlite3.connect(partial)
-            try:
-                conn.execute(f"CREATE INDEX {name} ON {table} ({columns})")
-                conn.commit()
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the file before it is renamed
-            finally:
-                conn.close()
-            partial.rename(copy)
-        return f"sqlite:///{copy}"
-    engine = db.open_engine(url)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        if wanted:
-            conn.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({columns})")
-            conn.exec_driver_sql(f"VACUUM ANALYZE {table}")
-        else:
-            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {name}")
-    engine.dispose()
     return url
 
 
@@ -239,8 +203,7 @@ def main() -> None:
     """Generate (or reuse) the mirrors, then measure every case on each and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", default="100000,1000000", help="history rows per mirror, comma-separated")
-    parser.add_argument("--db", default="sqlite,sqlite+index,postgresql,postgresql+index",
-                        help="sqlite, postgresql; +index: with the covering history index the report asks for")
+    parser.add_argument("--db", default="sqlite,postgresql", help="sqlite, postgresql (comma-separated)")
     parser.add_argument("--pg-url", default=os.environ.get("B24SYNC_BENCH_PG_URL") or os.environ.get("B24SYNC_TEST_PG_URL"))
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where the SQLite mirrors are kept")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per case (best and first are shown)")
@@ -260,15 +223,12 @@ def main() -> None:
           f"{'peak RSS MB':>13}{'over idle':>10}{'py heap MB':>11}")
     for kind in kinds:
         for rows in sizes:
-            base = sqlite_mirror(args.cache, rows) if kind.startswith("sqlite") else postgresql_mirror(args.pg_url, rows)
-            url = with_covering_index(base, kind.endswith("+index"))
+            url = sqlite_mirror(args.cache, rows) if kind == "sqlite" else postgresql_mirror(args.pg_url, rows)
             engine = db.open_engine(url)
             with engine.connect() as conn:
                 deals = int(conn.execute(sa.text("SELECT count(*) FROM crm_deal")).scalar() or 0)
             engine.dispose()
             for case in CASES:
-                if case == "naive baseline" and kind.endswith("+index"):
-                    continue
                 r = results[(kind, rows, case)] = measure(url, case, args.repeat)
                 print(f"{kind:<17}{rows:>13,}{deals:>9,}  {case:<15}{r['best']:>8.3f}{r['first']:>9.3f}"
                       f"{r['peak']:>13.1f}{r['peak'] - r['idle']:>10.1f}{r['heap']:>11.1f}", flush=True)

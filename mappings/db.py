@@ -437,11 +437,9 @@ def _upsert_plan(conn: Connection, table: sa.Table, names: tuple[str, ...], keys
         positional = True
     if sorted(order) != sorted(names):  # pragma: no cover - every parameter is one of the columns given
         raise MirrorDatabaseError(f"upsert of {table.name}: unexpected parameters {order}")
-    plan = []
-    for name in order:
-        column_type = table.c[name].type
-        plan.append(column_type.dialect_impl(dialect).bind_processor(dialect)
-                    if not isinstance(column_type, sa.types.TypeDecorator) else column_type.bind_processor(dialect))
+    # the dialect's own processors, as a statement executed by SQLAlchemy gets them (a TypeDecorator's
+    # alone would hand SQLite a datetime, which the driver writes in a second text format)
+    plan = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in order]
     with _UPSERTS_LOCK:
         if len(_UPSERTS) > 512:
             _UPSERTS.clear()

@@ -29,6 +29,8 @@ metadata = sa.MetaData(naming_convention=NAMING)
 class UtcDateTime(sa.types.TypeDecorator):
     """A moment in UTC: timestamptz on PostgreSQL, naive UTC on SQLite; always returned aware in UTC.
 
+    SQLite keeps it as text of one fixed width, ``2026-03-03 06:03:00.000000`` (SQLAlchemy's storage
+    format, which ``mappings.db.upsert`` applies too), so comparing the text is comparing moments.
     Binding a naive datetime is an error: every portal time carries its offset, and a naive one
     would silently mean the host's timezone.
     """
@@ -130,7 +132,14 @@ def _entity_table(name: str) -> sa.Table:
 
 
 def _history_table(name: str) -> sa.Table:
-    return _record_table(name, "first_seen_at!", "deleted_at")
+    table = _record_table(name, "first_seen_at!", "deleted_at")
+    # Both kept by the sync whenever it writes history rows (``jobs.sync.writer``):
+    # seconds from this row to the card's next history row (by ID, in any pipeline): the time the card
+    # spent in the stage; NULL on the card's last row
+    table.append_column(sa.Column("stay_seconds", sa.Float(), nullable=True))
+    # on the card's last row in each pipeline: every stage its rows there name, ",NEW,NEEDS,"; NULL elsewhere
+    table.append_column(sa.Column("visited", sa.Text(), nullable=True))
+    return table
 
 
 def _uf_table(name: str) -> sa.Table:
@@ -273,16 +282,25 @@ b24sync_lease = sa.Table(
     sa.Column("expires_at", UtcDateTime(), nullable=False),
 )
 
-# ---------------------------------------------------------------- indexes (revision 0002)
+# ---------------------------------------------------------------- indexes (revisions 0002, 0003)
 
 sa.Index(None, crm_deal.c.category_id, crm_deal.c.stage_id)
 sa.Index(None, crm_deal.c.date_create)
 sa.Index(None, crm_deal.c.assigned_by_id)
 sa.Index(None, crm_lead.c.status_id)
 sa.Index(None, crm_lead.c.date_create)
-sa.Index(None, crm_deal_stage_history.c.deal_id, crm_deal_stage_history.c.id)
-sa.Index(None, crm_deal_stage_history.c.category_id, crm_deal_stage_history.c.stage_id)
-sa.Index(None, crm_lead_status_history.c.lead_id, crm_lead_status_history.c.id)
+# history (revision 0003): a card's rows with what the reports read of them (covering), and each
+# stage's stays in order of their length (percentiles are read off the index, nothing is sorted),
+_dsh, _lsh = crm_deal_stage_history.c, crm_lead_status_history.c
+sa.Index("ix_crm_deal_stage_history_cover", _dsh.deal_id, _dsh.id, _dsh.category_id, _dsh.stage_id, _dsh.date_create)
+sa.Index("ix_crm_deal_stage_history_stays", _dsh.category_id, _dsh.stage_id, _dsh.stay_seconds, _dsh.deal_id)
+sa.Index("ix_crm_lead_status_history_cover", _lsh.lead_id, _lsh.id, _lsh.status_id, _lsh.date_create)
+sa.Index("ix_crm_lead_status_history_stays", _lsh.status_id, _lsh.stay_seconds, _lsh.lead_id)
+# and one row per card and pipeline: the stages it went through there (how far it got, at a glance)
+sa.Index("ix_crm_deal_stage_history_visited", _dsh.category_id, _dsh.deal_id, _dsh.visited,
+         sqlite_where=_dsh.visited.is_not(None), postgresql_where=_dsh.visited.is_not(None))
+sa.Index("ix_crm_lead_status_history_visited", _lsh.lead_id, _lsh.visited,
+         sqlite_where=_lsh.visited.is_not(None), postgresql_where=_lsh.visited.is_not(None))
 sa.Index(None, crm_status.c.entity_id, crm_status.c.status_id)
 sa.Index(None, b24sync_run.c.entity, b24sync_run.c.started_at)
 sa.Index(None, b24sync_run.c.run_id)

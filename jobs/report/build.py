@@ -123,9 +123,9 @@ def _slices(conn: Connection, scope: Scope, keys: Sequence[str | None]) -> list[
     return found
 
 
-def _channels(conn: Connection, funnel: Stages, cohort: sa.Table) -> list[Channel]:
+def _channels(conn: Connection, scope: Scope, funnel: Stages, cohort: sa.Table) -> list[Channel]:
     """Lead quality per source: leads, qualified, converted (success), junk (failure)."""
-    groups = queries.facts(conn, cohort, key="source")
+    groups, _ = queries.facts(conn, scope, cohort, key="source")
     per_source = tally(funnel, "classic", groups, [])
     labels = sc.source_names(conn)
     channels = [
@@ -169,16 +169,15 @@ def funnel(
             conn, entity=entity, pipeline=pipeline, mode=mode, date_from=date_from, date_to=date_to, period=period,
             by=by, assigned=assigned, source=source, include_deleted=include_deleted, default_keys=default_keys,
         )
-        cohort = materialize(conn, scope)
-        groups = queries.facts(conn, cohort)
-        entered = queries.entered(conn, scope, cohort)
+        cohort = materialize(conn, scope, joined=cards_per_stage > 0)
+        groups, entered = queries.facts(conn, scope, cohort)
         seen = {g.stage for g in entered}
         stages = [*scope.stages.current, *(scope.stages.removed(r) for r in scope.removed if r in seen)]
         order = Stages(stages)
         total = tally(order, mode, [replace(g, slice=None) for g in groups], [replace(g, slice=None) for g in entered])
         times = queries.durations(conn, scope, cohort)
         cycles = queries.cycle_times(conn, scope, cohort)
-        channels = _channels(conn, order, cohort) if scope.entity.name == "lead" else None
+        channels = _channels(conn, scope, order, cohort) if scope.entity.name == "lead" else None
         total_funnel = figures.funnel(stages, total.get(None, Tally()), durations=times.get(TOTAL),
                                       cycle_median=cycles.get(TOTAL), channels=channels)
         slices = []

@@ -74,9 +74,13 @@ class Scope:
         return [] if self.as_of is None else [earlier(h.c.date_create, self.as_of)]
 
 
+# a card's key in the report's own tables: on SQLite the rowid itself (INTEGER PRIMARY KEY), one lookup less
+CARD_KEY = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
 def _columns() -> list[sa.Column[Any]]:
     return [
-        sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("id", CARD_KEY, primary_key=True, autoincrement=False),
         sa.Column("slice", sa.Text),
         sa.Column("reach", sa.Integer),
         sa.Column("position", sa.Text),
@@ -159,10 +163,15 @@ def card_filter(scope: Scope) -> sa.Select[Any]:
     return sa.select(scope.entity.cards.c.id).where(*_filters(scope))
 
 
-def cohort_select(scope: Scope) -> sa.Select[Any]:
-    """One row per card of the funnel, with the ``COLUMNS``."""
-    active = scope.period.kind == "active" and scope.period.bounded
-    return _active_select(scope) if active else _current_select(scope)
+def _active(scope: Scope) -> bool:
+    return scope.period.kind == "active" and scope.period.bounded
+
+
+def cohort_select(scope: Scope, reached: sa.FromClause | None = None) -> sa.Select[Any]:
+    """One row per card of the funnel, with the ``COLUMNS`` (``reached``: ``reached_select`` kept in a table)."""
+    if _active(scope):
+        return _active_select(scope)
+    return _current_select(scope, reached if reached is not None else reached_select(scope).subquery("reached"))
 
 
 def _common(scope: Scope) -> dict[str, sa.ColumnElement[Any]]:
@@ -178,28 +187,54 @@ def _common(scope: Scope) -> dict[str, sa.ColumnElement[Any]]:
     }
 
 
-def _row_value(h: sa.Table, column: str, row_id: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-    """One column of the history row ``row_id`` (a primary-key lookup, only where the query needs it)."""
-    row = h.alias("one_row")
-    return sa.select(row.c[column]).where(row.c.id == row_id).scalar_subquery()
+def _went_through(visited: sa.ColumnElement[Any], stage_id: str) -> sa.ColumnElement[bool]:
+    """``visited`` (``,NEW,NEEDS,``) names the stage."""
+    return visited.contains(f",{stage_id},", autoescape=True)
 
 
-def _current_select(scope: Scope) -> sa.Select[Any]:
+def reached_select(scope: Scope) -> sa.Select[Any]:
+    """Per card with rows in the pipeline: how far it got, when it was won, which flagged stages it entered.
+
+    How far and which stages come from one row per card: its last row in the pipeline, which carries
+    every stage its rows there name (``visited``, kept by the sync); when it was won from the few rows
+    of the success stage, found through the (pipeline, stage) index.
+    """
+    e = scope.entity
+    h = e.history
+    visited = h.c.visited
+    ordered = sorted((s for s in scope.stages.current if s.index > 0), key=lambda s: -s.index)
+    reach = sa.case(*((_went_through(visited, s.id), s.index) for s in ordered), else_=0) if ordered else sa.literal(0)
+    flags = [sa.case((_went_through(visited, stage_id), 1), else_=0).label(flag(i))
+             for i, stage_id in enumerate(scope.flagged)]
+    paths = (
+        sa.select(h.c[e.owner].label("card_id"), reach.label("reach"), *flags)
+        .where(scope.in_pipeline(h), visited.is_not(None), *_restricted(scope, h))
+        .subquery("paths")
+    )
+    won = (
+        sa.select(h.c[e.owner].label("card_id"), sa.func.max(h.c.date_create).label("won_at"))
+        .where(scope.in_pipeline(h), h.c[e.stage].in_(scope.success_ids), *_restricted(scope, h))
+        .group_by(h.c[e.owner])
+        .subquery("won")
+    )
+    return (
+        sa.select(paths.c.card_id, paths.c.reach, won.c.won_at, *(paths.c[flag(i)] for i in range(len(scope.flagged))))
+        .select_from(paths.outerjoin(won, won.c.card_id == paths.c.card_id))
+    )
+
+
+def _last_here(scope: Scope, column: str) -> sa.ColumnElement[Any]:
+    """One column of the card's last history row in the pipeline (read only for cards that moved out)."""
+    e = scope.entity
+    row = e.history.alias("last_here")
+    return (sa.select(row.c[column]).where(row.c[e.owner] == e.cards.c.id, scope.in_pipeline(row))
+            .order_by(row.c.id.desc()).limit(1).scalar_subquery())
+
+
+def _current_select(scope: Scope, reached: sa.FromClause) -> sa.Select[Any]:
     """Cards as they are now: the stage in the card row, or the last row in the pipeline for moved cards."""
     e = scope.entity
     c, h = e.cards, e.history
-    reached = (
-        sa.select(
-            h.c[e.owner].label("card_id"),
-            sa.func.max(scope.index_of(h.c[e.stage])).label("reach"),
-            sa.func.max(h.c.id).label("last_id"),
-            sa.func.max(sa.case((h.c[e.stage].in_(scope.success_ids), h.c.date_create))).label("won_at"),
-            *_entered_flags(scope, h),
-        )
-        .where(scope.in_pipeline(h, scan=True), *_restricted(scope, h))
-        .group_by(scope.access.order(h.c[e.owner]))
-        .subquery("reached")
-    )
     if e.category is None:
         moved: sa.ColumnElement[Any] = sa.false()
         source = c.outerjoin(reached, reached.c.card_id == c.c.id)
@@ -208,8 +243,8 @@ def _current_select(scope: Scope) -> sa.Select[Any]:
     else:
         moved = c.c[e.category] != scope.pipeline.id
         source = c.outerjoin(reached, reached.c.card_id == c.c.id)
-        position = sa.case((moved, _row_value(h, e.stage, reached.c.last_id)), else_=c.c[e.stage])
-        letter = sa.case((moved, _row_value(h, e.semantic, reached.c.last_id)), else_=c.c[e.semantic])
+        position = sa.case((moved, _last_here(scope, e.stage)), else_=c.c[e.stage])
+        letter = sa.case((moved, _last_here(scope, e.semantic)), else_=c.c[e.semantic])
         member = sa.or_(c.c[e.category] == scope.pipeline.id, reached.c.card_id.is_not(None))
     common = _common(scope)
     reach = larger(sa.func.coalesce(reached.c.reach, 0), scope.index_of(position))
@@ -282,13 +317,46 @@ def _active_select(scope: Scope) -> sa.Select[Any]:
     )
 
 
-def materialize(conn: Connection, scope: Scope) -> sa.Table:
-    """Build the cohort into a temporary table of this connection (dropped with the report's transaction)."""
-    flags = [sa.Column(flag(i), sa.SmallInteger) for i in range(len(scope.flagged))]
-    table = sa.Table(f"b24sync_report_{uuid.uuid4().hex[:12]}", sa.MetaData(), *_columns(), *flags,
-                     prefixes=["TEMPORARY"])
+def _temporary(conn: Connection, name: str, columns: list[sa.Column[Any]], rows: sa.Select[Any], *,
+               joined: bool = False) -> sa.Table:
+    """A temporary table of ``rows``, its first column the card. ``joined``: later queries join it by card.
+
+    On SQLite the card is the rowid (free); PostgreSQL fills the table first and indexes it (and
+    gathers its statistics) only when it will be joined.
+    """
+    postgresql = conn.dialect.name == "postgresql"
+    key, *rest = columns
+    key = sa.Column(key.name, key.type, primary_key=not postgresql, autoincrement=False)
+    table = sa.Table(f"b24sync_{name}_{uuid.uuid4().hex[:12]}", sa.MetaData(), key, *rest, prefixes=["TEMPORARY"])
     table.create(conn)
-    conn.execute(table.insert().from_select([*COLUMNS, *(c.name for c in flags)], cohort_select(scope)))
-    if conn.dialect.name == "postgresql":
+    conn.execute(table.insert().from_select([c.name for c in columns], rows))
+    if postgresql and joined:
+        conn.exec_driver_sql(f"CREATE UNIQUE INDEX ON {table.name} ({key.name})")
         conn.exec_driver_sql(f"ANALYZE {table.name}")  # temporary tables get no statistics otherwise
     return table
+
+
+def materialize(conn: Connection, scope: Scope, *, joined: bool = True) -> sa.Table:
+    """Build the cohort into a temporary table of this connection (dropped with the report's transaction).
+
+    Outside an ``active`` period the per-card pass over history is kept in a table of its own first
+    (``cohort.info["reached"]``): joined by key it is cheaper than as a subquery, and it tells which
+    cards have rows in the pipeline but are not counted (deleted, or no card row). ``joined``: the
+    report will join the cohort with the history rows (slices, drill-down, filters), so PostgreSQL
+    gets its statistics.
+    """
+    flags = [sa.Column(flag(i), sa.SmallInteger) for i in range(len(scope.flagged))]
+    reached = None
+    if not _active(scope):
+        key = sa.Column("card_id", CARD_KEY, primary_key=True, autoincrement=False)
+        if conn.dialect.name == "postgresql":  # one ordered pass along the (card, ID) index, not a hash of every card
+            conn.exec_driver_sql("SET LOCAL enable_hashagg = off")
+        reached = _temporary(conn, "reached", [
+            key, sa.Column("reach", sa.Integer), sa.Column("won_at", UtcDateTime()),
+            *(sa.Column(c.name, sa.SmallInteger) for c in flags)], reached_select(scope))
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET LOCAL enable_hashagg = on")
+    joined = joined or scope.narrow or _active(scope) or scope.by is not None
+    cohort = _temporary(conn, "report", [*_columns(), *flags], cohort_select(scope, reached), joined=joined)
+    cohort.info["reached"] = reached
+    return cohort

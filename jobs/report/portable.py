@@ -1,5 +1,6 @@
-"""SQL that reads the same on SQLite and PostgreSQL: seconds between two moments, exact cents, columns
-kept off SQLite's indexes, and percentiles (``percentile_cont`` on PostgreSQL, sorted ranks on SQLite).
+"""SQL that reads the same on SQLite and PostgreSQL: seconds between two moments, moments compared, exact
+cents, columns kept off SQLite's indexes, and percentiles (``percentile_cont`` on PostgreSQL, sorted ranks
+on SQLite).
 
 Percentiles follow PostgreSQL's ``percentile_cont``: linear interpolation between the two closest ranks.
 """
@@ -70,37 +71,14 @@ def _plain_default(element: plain, compiler: Any, **kw: Any) -> str:
     return compiler.process(list(element.clauses)[0], **kw)
 
 
-class instant(FunctionElement[Any]):
-    """``instant(moment)``: a stored or bound moment in a form that compares by time on every database.
-
-    SQLite keeps moments as text, and a mirror may hold ``2026-03-03 06:03:00`` beside
-    ``2026-03-03 06:03:00.000000`` (two writers, one column): as text the first sorts before the second,
-    so SQLite compares ``julianday()`` numbers; PostgreSQL compares its timestamps as they are.
-    """
-
-    name = "instant"
-    inherit_cache = True
-    type = sa.Float()
-
-
-@compiles(instant, "sqlite")
-def _instant_sqlite(element: instant, compiler: Any, **kw: Any) -> str:
-    return f"julianday({compiler.process(list(element.clauses)[0], **kw)})"
-
-
-@compiles(instant)
-def _instant_default(element: instant, compiler: Any, **kw: Any) -> str:
-    return compiler.process(list(element.clauses)[0], **kw)
-
-
 def earlier(column: sa.ColumnElement[Any], moment: datetime) -> sa.ColumnElement[bool]:
-    """``column < moment`` by time (see ``instant``)."""
-    return instant(column) < instant(sa.literal(moment, column.type))
+    """``column < moment`` (a moment of the mirror: SQLite's text has one fixed-width form, so it compares as text)."""
+    return column < sa.literal(moment, column.type)
 
 
 def not_earlier(column: sa.ColumnElement[Any], moment: datetime) -> sa.ColumnElement[bool]:
-    """``column >= moment`` by time (see ``instant``)."""
-    return instant(column) >= instant(sa.literal(moment, column.type))
+    """``column >= moment`` (see ``earlier``)."""
+    return column >= sa.literal(moment, column.type)
 
 
 def cents(amount: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
@@ -113,12 +91,30 @@ def money(total_cents: Any) -> Decimal:
     return (Decimal(int(round(float(total_cents)))) if total_cents is not None else Decimal(0)) / 100
 
 
-def larger(a: sa.ColumnElement[Any], b: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-    """The larger of two non-null values (GREATEST is not in SQLite, two-argument MAX not in PostgreSQL)."""
-    return sa.case((a >= b, a), else_=b)
+class larger(FunctionElement[Any]):
+    """``larger(a, b)``: the larger of two non-null values, each evaluated once (SQLite's two-argument
+    ``max``, PostgreSQL's ``GREATEST``)."""
+
+    name = "larger"
+    inherit_cache = True
+
+    @property
+    def type(self) -> Any:  # type: ignore[override]
+        """The first value's type."""
+        return list(self.clauses)[0].type
 
 
-def _interpolate(n: int, tenths: int, at_rank: Callable[[int], float | None]) -> float | None:
+@compiles(larger, "sqlite")
+def _larger_sqlite(element: larger, compiler: Any, **kw: Any) -> str:
+    return f"max({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(larger)
+def _larger_default(element: larger, compiler: Any, **kw: Any) -> str:
+    return f"GREATEST({compiler.process(element.clauses, **kw)})"
+
+
+def interpolate(n: int, tenths: int, at_rank: Callable[[int], float | None]) -> float | None:
     """percentile_cont's value from the two ranks around position (n - 1) * p (ranks count from 1)."""
     lower = (n - 1) * tenths // 10 + 1
     fraction = ((n - 1) * tenths % 10) / 10
@@ -200,7 +196,7 @@ def _percentiles_by_rank(
         result = {}
         for row in bounds:
             n, first = int(row.n), int(row.first)
-            result[tuple(row[:len(keys)])] = (n, {t: _interpolate(n, t, lambda r: at.get(first + r - 1) if r <= n else None)
+            result[tuple(row[:len(keys)])] = (n, {t: interpolate(n, t, lambda r: at.get(first + r - 1) if r <= n else None)
                                                   for t in wanted})
         return result
     finally:

@@ -4,6 +4,8 @@ cycle time. Each returns a few rows per stage and slice, never a row per history
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -14,48 +16,38 @@ from sqlalchemy.engine import Connection
 from jobs.report.cohort import Scope, card_filter, flag
 from jobs.report.figures import Durations
 from jobs.report.modes import EnteredGroup, FactGroup
-from jobs.report.portable import MEDIAN, P90, money, percentiles, seconds_between
+from jobs.report.portable import MEDIAN, P90, interpolate, money, percentiles, plain, seconds_between
 
 TOTAL = "\x00total"  # the slice key of the total in per-slice results (a slice key is never this)
 
 
-def facts(conn: Connection, cohort: sa.Table, key: str = "slice") -> list[FactGroup]:
-    """Cards grouped by (``key``, reach, position, semantics letter, moved, currency), with count and cents.
+def facts(conn: Connection, scope: Scope, cohort: sa.Table, key: str = "slice") -> tuple[list[FactGroup], list[EnteredGroup]]:
+    """The cohort's cards in groups, from one pass over it: the facts and the entered stages.
 
-    ``key`` is the cohort column the groups are sliced by: ``slice`` (the ``--by`` key) or ``source``.
+    Facts: cards grouped by (``key``, reach, position, semantics letter, moved, currency), with count
+    and cents; ``key`` is the cohort column the groups are sliced by: ``slice`` (the ``--by`` key) or
+    ``source``. Entered: per (slice, currency) and flagged stage, the cards that entered it (a history
+    row there in the pipeline, or positioned there; the cohort carries one flag per ``scope.flagged``).
     """
     k = cohort.c
+    flags = [k[flag(index)] for index in range(len(scope.flagged))]
     keys = (k[key].label("slice"), k.reach, k.position, k.letter, k.moved, k.currency)
-    query = sa.select(*keys, sa.func.count().label("n"), sa.func.sum(k.cents).label("cents")).group_by(*keys)
-    return [
-        FactGroup(row.slice, int(row.reach or 0), row.position or "", row.letter, bool(row.moved), row.currency or "",
-                  int(row.n), money(row.cents))
-        for row in conn.execute(query)
-    ]
-
-
-def entered(conn: Connection, scope: Scope, cohort: sa.Table) -> list[EnteredGroup]:
-    """Cards grouped by (slice, currency) per flagged stage they entered, with count and cents.
-
-    A card entered a stage when it has a history row there in the pipeline (or is positioned there);
-    the cohort carries one flag per stage of ``scope.flagged``.
-    """
-    k = cohort.c
-    if not scope.flagged:
-        return []
-    sums = []
-    for index in range(len(scope.flagged)):
-        column = k[flag(index)]
-        sums += [sa.func.sum(column).label(f"n{index}"),
-                 sa.func.sum(sa.case((column == 1, k.cents), else_=0)).label(f"c{index}")]
-    query = sa.select(k.slice, k.currency, *sums).group_by(k.slice, k.currency)
-    groups = []
+    query = (sa.select(*keys, *flags, sa.func.count().label("n"), sa.func.sum(k.cents).label("cents"))
+             .group_by(*keys, *flags))
+    by_facts: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0])
+    by_entered: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0])
     for row in conn.execute(query):
+        n, cents = int(row.n), int(row.cents or 0)
+        fact = by_facts[(row.slice, int(row.reach or 0), row.position or "", row.letter, bool(row.moved), row.currency or "")]
+        fact[0] += n
+        fact[1] += cents
         for index, stage_id in enumerate(scope.flagged):
-            count = int(row._mapping[f"n{index}"] or 0)
-            if count:
-                groups.append(EnteredGroup(row.slice, stage_id, row.currency or "", count, money(row._mapping[f"c{index}"])))
-    return groups
+            if row[len(keys) + index] == 1:
+                entry = by_entered[(row.slice, stage_id, row.currency or "")]
+                entry[0] += n
+                entry[1] += cents
+    return ([FactGroup(*key_, n, money(cents)) for key_, (n, cents) in by_facts.items()],
+            [EnteredGroup(*key_, n, money(cents)) for key_, (n, cents) in by_entered.items()])
 
 
 def stages_in_history(conn: Connection, scope: Scope) -> list[str]:
@@ -81,8 +73,23 @@ def stays(scope: Scope, cohort: sa.Table) -> sa.Subquery:
     """Completed stays of the cohort's cards in the pipeline's stages: (slice, stage, seconds).
 
     A stay runs from a history row to the card's next history row (in any pipeline), rows in ID order;
-    the stay a card is still in has no next row and is left out.
+    the stay a card is still in has no next row and is left out. Each row keeps its stay
+    (``stay_seconds``); an ``active`` period pairs the rows written before its end instead.
     """
+    if scope.as_of is not None:
+        return _stays_as_of(scope, cohort)
+    e = scope.entity
+    h, k = e.history, cohort.c
+    return (
+        sa.select(k.slice.label("slice"), h.c[e.stage].label("stage"), h.c.stay_seconds.label("seconds"))
+        .select_from(h.join(cohort, k.id == h.c[e.owner]))
+        .where(scope.in_pipeline(h), h.c.stay_seconds.is_not(None))
+        .subquery("stays")
+    )
+
+
+def _stays_as_of(scope: Scope, cohort: sa.Table) -> sa.Subquery:
+    """The stays as they were at ``scope.as_of``: each visible row paired with the card's next visible row."""
     e = scope.entity
     h, k = e.history, cohort.c
     left_at = sa.func.lead(h.c.date_create).over(partition_by=scope.access.order(h.c[e.owner]),
@@ -109,12 +116,69 @@ def _durations(found: dict[tuple[Any, ...], tuple[int, dict[int, float | None]]]
     return {key: Durations(n, values.get(MEDIAN), values.get(P90)) for key, (n, values) in found.items()}
 
 
+def _stays_by_index(conn: Connection, scope: Scope, reached: sa.Table) -> dict[str, Durations]:
+    """Per stage: the cohort's stays counted and ranked off the (pipeline, stage, stay) index, nothing sorted
+    (``reached``: the cards with rows in the pipeline, as ``materialize`` keeps them).
+
+    The index holds the stays of every card with rows in the pipeline; the few such cards the filters
+    leave out (deleted, no card row) are read apart, and each wanted rank skips their stays: the
+    k-th counted stay is the j-th in the index, j = k + (left-out stays up to it), found in a few steps.
+    """
+    e = scope.entity
+    h = e.history
+    stage, seconds = h.c[e.stage], h.c.stay_seconds
+    here = [scope.in_pipeline(h), seconds.is_not(None)]
+    counts = {row[0]: int(row[1]) for row in conn.execute(sa.select(stage, sa.func.count()).where(*here).group_by(stage))}
+    r = reached.c
+    left_out: dict[str, list[float]] = defaultdict(list)
+    cards = [k for (k,) in conn.execute(sa.select(r.card_id).where(r.card_id.not_in(card_filter(scope))))]
+    by_card = [plain(seconds).is_not(None)]  # SQLite: read by card, not along the stays index
+    if e.category is not None:
+        by_card.append(plain(h.c[e.category]) == scope.pipeline.id)
+    for start in range(0, len(cards), 500):
+        outside = sa.select(stage, seconds).where(*by_card, h.c[e.owner].in_(cards[start:start + 500]))
+        for stage_id, value in conn.execute(outside):
+            left_out[stage_id].append(float(value))
+    result = {}
+    for stage_id, indexed in counts.items():
+        skipped = sorted(left_out.get(stage_id, []))
+        n = indexed - len(skipped)
+        if n <= 0:
+            continue
+        found: dict[int, float] = {}
+
+        def at(j: int, stage_id: str = stage_id, found: dict[int, float] = found, ahead: int = len(skipped) + 2) -> float:
+            if j not in found:  # the j-th stay (from 1) of the stage in the index, and as many after it as a rank may need
+                query = (sa.select(seconds).where(*here, stage == stage_id).order_by(seconds)
+                         .limit(ahead).offset(j - 1))
+                for offset, (value,) in enumerate(conn.execute(query)):
+                    found[j + offset] = float(value)
+            return found[j]
+
+        def counted(k: int, skipped: list[float] = skipped, at: Any = at) -> float:
+            j = k
+            while True:
+                value = at(j)
+                following = k + bisect_right(skipped, value)
+                if following == j:
+                    return value
+                j = following
+
+        result[stage_id] = Durations(n, *(interpolate(n, tenths, lambda rank: counted(rank) if rank <= n else None)
+                                          for tenths in (MEDIAN, P90)))
+    return result
+
+
 def durations(conn: Connection, scope: Scope, cohort: sa.Table) -> dict[Any, dict[str, Durations]]:
     """Per slice (``TOTAL`` for all cards) and stage: how many completed stays, their median and p90."""
     source = stays(scope, cohort)
     result: dict[Any, dict[str, Durations]] = {TOTAL: {}}
-    for (stage,), value in _durations(percentiles(conn, source, ["stage"], "seconds")).items():
-        result[TOTAL][stage] = value
+    reached = cohort.info.get("reached")
+    if scope.as_of is None and not scope.narrow and reached is not None:
+        result[TOTAL] = _stays_by_index(conn, scope, reached)
+    else:
+        for (stage,), value in _durations(percentiles(conn, source, ["stage"], "seconds")).items():
+            result[TOTAL][stage] = value
     if scope.by is not None:
         for (slice_key, stage), value in _durations(percentiles(conn, source, ["slice", "stage"], "seconds")).items():
             result.setdefault(slice_key, {})[stage] = value

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
 from connector.catalog import LEAD_STATUS, stage_entity_id
@@ -22,6 +23,7 @@ from mappings import tables as t
 SOURCE_DICTIONARY = "SOURCE"
 DEFAULT_PIPELINE_NAMES = ("default",)
 LIST_AT_MOST = 12  # how many existing names an error message lists
+BEFORE_STAYS = ("0001", "0002")  # revisions whose history rows have no stays and whose SQLite times have two formats
 
 
 class ReportError(UserError):
@@ -73,11 +75,15 @@ def _listing(items: Sequence[str]) -> str:
 
 
 def check_mirror(conn: Connection) -> None:
-    """Refuse a database that holds no mirror (never synced) with one clear line."""
+    """Refuse a database that holds no mirror (never synced), or one not upgraded yet, with one clear line."""
     inspector = sa.inspect(conn)
     missing = [name for name in ("crm_status", "crm_deal", "crm_lead") if not inspector.has_table(name)]
     if missing:
         raise ReportError(f"the database holds no b24sync mirror (no table {missing[0]}): run `b24sync sync` first")
+    revision = MigrationContext.configure(conn).get_current_revision()
+    if revision in BEFORE_STAYS:
+        raise ReportError(f"the mirror is at revision {revision}, which keeps no stays on its history rows: "
+                          "run `b24sync db upgrade`")
 
 
 @dataclass(frozen=True)

@@ -234,7 +234,7 @@ def write_cards(
     history = t.crm_deal_stage_history if deal else t.crm_lead_status_history
     now = datetime.now(timezone.utc)
     chunk: list[dict[str, Any]] = []
-    moves: list[tuple[datetime, int, int, str, int, str, bool, bool]] = []
+    moves: list[tuple[datetime, int, int, str, int, str, bool, bool, tuple[float | None, str | None]]] = []
     for card in cards:
         if not card.rows:
             continue
@@ -250,12 +250,18 @@ def write_cards(
         else:
             chunk.append(dict(common, status_id=card.stage, status_semantic_id=semantic))
         previous = None
+        last_here = {category: number for number, (_, category, _) in enumerate(card.rows)}
         for number, (stage, category, at) in enumerate(card.rows):
             sem = _semantic(funnels[category], stage)
             type_id = 1 if number == 0 else 5 if category != previous else 3 if sem != "P" else 2
             previous = category
             hidden = card.deleted or (deal and category != card.category)  # the portal no longer lists these rows
-            moves.append((at, card.id, type_id, stage, category, sem, hidden, number == 0))
+            # a card's rows are in time order, so its next row (by ID) is the next one here: as the sync keeps it
+            stay = (card.rows[number + 1][2] - at).total_seconds() if number + 1 < len(card.rows) else None
+            visited = None
+            if last_here[category] == number:  # the card's last row in this pipeline names the stages it went through
+                visited = ",".join(["", *sorted({s for s, c, _ in card.rows if c == category}), ""])
+            moves.append((at, card.id, type_id, stage, category, sem, hidden, number == 0, (stay, visited)))
         if len(chunk) >= WRITE_CHUNK:
             conn.execute(table.insert(), chunk)
             chunk.clear()
@@ -263,9 +269,9 @@ def write_cards(
         conn.execute(table.insert(), chunk)
         chunk.clear()
     moves.sort(key=lambda m: (m[0], m[1], not m[7]))
-    for history_id, (at, card_id, type_id, stage, category, sem, hidden, _) in enumerate(moves, start=1):
+    for history_id, (at, card_id, type_id, stage, category, sem, hidden, _, (stay, visited)) in enumerate(moves, start=1):
         row = dict(id=history_id, type_id=type_id, date_create=at, raw={}, first_seen_at=now,
-                   deleted_at=now if hidden else None)
+                   deleted_at=now if hidden else None, stay_seconds=stay, visited=visited)
         if deal:
             row.update(deal_id=card_id, category_id=category, stage_semantic_id=sem, stage_id=stage)
         else:

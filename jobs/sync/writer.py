@@ -12,6 +12,7 @@ import contextlib
 import logging
 import re
 import threading
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
@@ -329,9 +330,11 @@ class Writer:
                 *, mark_seen: bool = True) -> StreamResult:
         """Insert new history rows, update the ones the portal rewrote, advance ``state.cursor_id``; one transaction.
 
-        Rows are never removed; a row listed again after it was marked vanished is un-marked.
+        Rows are never removed; a row listed again after it was marked vanished is un-marked. The
+        stays and paths (``_stays``) of every card a new or rewritten row belongs to are brought up to date.
         """
         table = tables.table_of(stream)
+        owner = table.c[next(col.name for col in stream.columns if col.rest == "OWNER_ID")]  # deal_id, lead_id
         now = utcnow()
         rows = {}
         for item in items:
@@ -344,13 +347,51 @@ class Writer:
             stored = self._stored(conn, table, list(rows))
             new = [row for key, row in rows.items() if key not in stored]
             changed = [row for key, row in rows.items() if key in stored and stored[key] != (row["raw"], None)]
+            cards = {row[owner.name] for row in (*new, *changed)}
+            for part in _chunks([row["id"] for row in changed]):  # a rewritten row may have named another card
+                cards.update(k for (k,) in conn.execute(sa.select(owner).where(_among(table.c.id, part, conn))))
             db.insert_new(conn, table, new)
             if changed:  # first_seen_at stays as it was
                 db.upsert(conn, table, changed, update=[k for k in changed[0] if k not in ("id", "first_seen_at")])
+            self._stays(conn, table, owner, sorted(k for k in cards if k is not None))
             result.inserted, result.updated = len(new), len(changed)
             if state is not None:
                 st.save(conn, state)
         return result
+
+    def _stays(self, conn: Connection, table: sa.Table, owner: sa.Column[Any], cards: Sequence[int]) -> None:
+        """Bring what a card's rows say about each other up to date for ``cards``: ``stay_seconds`` (seconds to
+        the card's next row by ID, NULL on its last) and ``visited`` (on its last row in each pipeline, the
+        stages its rows there name: ``,NEW,NEEDS,``; NULL on the other rows).
+
+        Rows may arrive in any order (a page later than another, a row rewritten), so each card's
+        rows are read whole and only the values that differ are written.
+        """
+        c = table.c
+        pipeline = c.category_id if "category_id" in c else sa.null()
+        stage = c.stage_id if "stage_id" in c else c.status_id
+        for part in _chunks(cards):
+            query = (sa.select(c.id, owner, c.date_create, pipeline, stage, c.stay_seconds, c.visited)
+                     .where(_among(owner, part, conn)).order_by(owner, c.id))
+            rows = list(conn.execute(query))
+            last_here: dict[tuple[Any, Any], int] = {}
+            stages: dict[tuple[Any, Any], set[str]] = defaultdict(set)
+            for row in rows:
+                last_here[(row[1], row[3])] = row.id
+                if row[4] is not None:
+                    stages[(row[1], row[3])].add(row[4])
+            updates = []
+            for row, following in zip(rows, [*rows[1:], None]):
+                seconds = None
+                if following is not None and following[1] == row[1] and None not in (row.date_create, following.date_create):
+                    seconds = (following.date_create - row.date_create).total_seconds()
+                key = (row[1], row[3])
+                visited = ",".join(["", *sorted(stages[key]), ""]) if last_here[key] == row.id else None
+                if seconds != row.stay_seconds or visited != row.visited:
+                    updates.append({"row_id": row.id, "seconds": seconds, "visited": visited})
+            if updates:
+                conn.execute(table.update().where(c.id == sa.bindparam("row_id"))
+                             .values(stay_seconds=sa.bindparam("seconds"), visited=sa.bindparam("visited")), updates)
 
     # ---------------------------------------------------------------- full lists
 

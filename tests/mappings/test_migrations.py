@@ -88,3 +88,35 @@ def test_an_install_ships_the_migrations(tmp_path: Path) -> None:
     check = subprocess.run([sys.executable, "-c", "from mappings import db; print(db.revisions())"], cwd=tmp_path,
                            env={"PYTHONPATH": str(out), "PATH": ""}, capture_output=True, text=True, timeout=60)
     assert check.returncode == 0 and "0002" in check.stdout, check.stderr
+
+
+def test_upgrade_to_0003_fills_the_stays_and_gives_moments_one_format(make_mirror: Any) -> None:
+    _, engine = make_mirror(upgraded=False)
+    db.upgrade(engine, "0002")
+    moments = ["2026-03-01 09:30:00", "2026-03-01 10:30:00", "2026-03-01 10:45:30"]
+    with engine.begin() as conn:  # as the bulk writer of revision 0002 left them: whole seconds without fractions
+        for row_id, (deal, moment) in enumerate(zip((5, 6, 5), moments), start=1):
+            value = moment if engine.dialect.name == "sqlite" else datetime.fromisoformat(moment + "+00:00")
+            conn.execute(sa.text("INSERT INTO crm_deal_stage_history (id, deal_id, date_create, category_id, stage_id, raw, "
+                                 "first_seen_at) VALUES (:id, :deal, :t, 0, 'NEW', '{}', :t)"),
+                         {"id": row_id, "deal": deal, "t": value})
+    db.upgrade(engine)
+    table = tables.crm_deal_stage_history
+    with engine.connect() as conn:
+        stays = [tuple(r) for r in conn.execute(sa.select(table.c.id, table.c.stay_seconds, table.c.visited).order_by(table.c.id))]
+        assert stays == [(1, 4530.0, None), (2, None, ",NEW,"), (3, None, ",NEW,")]
+        if engine.dialect.name == "sqlite":
+            stored = [r[0] for r in conn.exec_driver_sql("SELECT date_create FROM crm_deal_stage_history ORDER BY id")]
+            assert stored == [m + ".000000" for m in moments]
+
+
+def test_both_writers_store_one_time_format(mirror_engine: Any) -> None:
+    table = tables.crm_deal_stage_history
+    row = {"id": 1, "type_id": 1, "deal_id": 5, "date_create": NOW, "category_id": 0, "stage_semantic_id": "P",
+           "stage_id": "NEW", "raw": {}, "first_seen_at": NOW, "deleted_at": None}
+    with db.begin_write(mirror_engine) as conn:
+        db.upsert(conn, table, [row])  # the sync's bulk writer
+        conn.execute(table.insert(), [{**row, "id": 2}])  # a statement SQLAlchemy executes
+    with mirror_engine.connect() as conn:
+        stored = [r[0] for r in conn.exec_driver_sql("SELECT CAST(date_create AS TEXT) FROM crm_deal_stage_history ORDER BY id")]
+    assert stored[0] == stored[1]

@@ -128,3 +128,13 @@ def test_empty_mirror(mirror_engine: Any) -> None:
         result = run("report", "funnel", "--entity", entity, "--db", db.target_of(mirror_engine).url)
         assert result.exit_code == 1
         assert result.stderr == f"error: the mirror holds no {what}: run `b24sync sync` first\n"
+
+
+def test_a_mirror_not_upgraded_is_refused(make_mirror: Any) -> None:
+    from jobs.report import funnel
+    from jobs.report.scope import ReportError
+
+    _, engine = make_mirror(upgraded=False)
+    db.upgrade(engine, "0002")
+    with pytest.raises(ReportError, match="run `b24sync db upgrade`"):
+        funnel(engine)

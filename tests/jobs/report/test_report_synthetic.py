@@ -149,3 +149,12 @@ def test_slices_add_up_to_the_total(synthetic: Any) -> None:
         for stage in r.total.stages:
             assert sum(f.stage(stage.stage.id).count for f in r.slices) == stage.count, (by, stage.stage.id)
         assert sum(f.cards for f in r.slices) == r.total.cards
+
+
+def test_the_generated_rows_carry_their_stays_as_the_sync_keeps_them(synthetic: Any) -> None:
+    from mappings import tables
+    from tests.jobs.sync.conftest import assert_stays
+
+    engine, _, _ = synthetic
+    assert_stays(engine, tables.crm_deal_stage_history)
+    assert_stays(engine, tables.crm_lead_status_history)

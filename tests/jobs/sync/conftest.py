@@ -231,6 +231,7 @@ class MirrorCheck:
             assert mirror[key]["date_create"] == _moment(item["CREATED_TIME"])
         lost = sorted((ever_seen or set()) - set(mirror))
         assert not lost, f"{name}: {len(lost)} history row(s) once listed are gone from the mirror, e.g. {lost[:5]}"
+        assert_stays(self.engine, table)
 
     def dictionaries(self) -> None:
         """Statuses, pipelines, users and user-field definitions equal the portal's (vanished ones marked)."""
@@ -269,6 +270,25 @@ class MirrorCheck:
         for name in ent.HISTORIES:
             self.history(name, (ever_seen or {}).get(name))
         self.unique_keys()
+
+
+def assert_stays(engine: Any, table: sa.Table) -> None:
+    """Every history row's ``stay_seconds`` is the time to its card's next row by ID (None on the last), and
+    the card's last row in each pipeline carries the stages of its rows there (``visited``), the others none."""
+    owner = "deal_id" if "deal_id" in table.c else "lead_id"
+    stage = "stage_id" if "stage_id" in table.c else "status_id"
+    by_card: dict[Any, list[dict[str, Any]]] = {}
+    for row in sorted(rows(engine, table), key=lambda r: r["id"]):
+        by_card.setdefault(row[owner], []).append(row)
+    for card, path in by_card.items():
+        expected = [(b["date_create"] - a["date_create"]).total_seconds() for a, b in zip(path, path[1:])] + [None]
+        assert [r["stay_seconds"] for r in path] == expected, f"{table.name}, card {card}: stays differ"
+        pipelines = {r.get("category_id") for r in path}
+        for pipeline in pipelines:
+            here = [r for r in path if r.get("category_id") == pipeline]
+            visited = [set(filter(None, r["visited"].split(","))) if r["visited"] is not None else None for r in here]
+            assert visited == [None] * (len(here) - 1) + [{r[stage] for r in here if r[stage]}], \
+                f"{table.name}, card {card}, pipeline {pipeline}: visited differs"
 
 
 def assert_mirror(engine: Any, app: EmulatorApp, ever_seen: dict[str, set[int]] | None = None) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from connector.emulator import new_portal
+from mappings import entities as ent
 from mappings import tables
-from tests.jobs.sync.conftest import assert_mirror, client_of, rows, sync
+from jobs.sync.writer import Writer
+from tests.jobs.sync.conftest import assert_mirror, assert_stays, client_of, clocked_app, rows, sync
 
 HISTORY = tables.crm_deal_stage_history
 
@@ -96,3 +98,45 @@ def test_lead_status_history_by_its_own_id(app: Any, mirror_engine: Any) -> None
     table = tables.crm_lead_status_history
     junk = rows(mirror_engine, table, table.c.status_id == "JUNK")
     assert sorted(r["lead_id"] for r in junk) == leads[:10] and {r["status_semantic_id"] for r in junk} == {"F"}
+
+
+def _stays(engine: Any, deal: int) -> list[float | None]:
+    return [r["stay_seconds"] for r in rows(engine, HISTORY, HISTORY.c.deal_id == deal)]
+
+
+def test_each_row_knows_its_stay_after_incremental_syncs(make_emulator: Any, mirror_engine: Any) -> None:
+    app, clock = clocked_app(make_emulator)
+    client = client_of(app)
+    stages = _stage_ids(client, 0)
+    deal = client.result("crm.deal.add", {"fields": {"TITLE": "stays"}})
+    assert sync(app, mirror_engine).ok
+    assert _stays(mirror_engine, deal) == [None]  # still in its first stage
+    clock.tick(3600)
+    client.call("crm.deal.update", {"id": deal, "fields": {"STAGE_ID": stages[1]}})
+    assert sync(app, mirror_engine).ok
+    assert _stays(mirror_engine, deal) == [3600.0, None]  # the new row closed the previous one's stay
+    clock.tick(90)
+    client.call("crm.deal.update", {"id": deal, "fields": {"STAGE_ID": stages[2]}})
+    clock.tick(30)
+    client.call("crm.deal.update", {"id": deal, "fields": {"STAGE_ID": stages[3]}})
+    assert sync(app, mirror_engine).ok
+    assert _stays(mirror_engine, deal) == [3600.0, 90.0, 30.0, None]
+    assert_mirror(mirror_engine, app)
+
+
+def test_stays_are_right_when_rows_arrive_out_of_order(app: Any, mirror_engine: Any) -> None:
+    stream = ent.STREAMS["deal_stage_history"]
+    writer = Writer(mirror_engine)
+
+    def item(row_id: int, deal: int, moment: str) -> dict[str, Any]:
+        return {"ID": str(row_id), "TYPE_ID": "2", "OWNER_ID": str(deal), "CREATED_TIME": moment, "CATEGORY_ID": "0",
+                "STAGE_SEMANTIC_ID": "P", "STAGE_ID": "NEW"}
+
+    writer.history(stream, [item(30, 7, "2026-03-01T12:00:00+00:00"), item(12, 8, "2026-03-01T10:00:00+00:00")])
+    writer.history(stream, [item(10, 7, "2026-03-01T10:00:00+00:00")])  # an earlier row of deal 7, after its later one
+    assert _stays(mirror_engine, 7) == [7200.0, None]
+    writer.history(stream, [item(20, 7, "2026-03-01T11:00:00+00:00"), item(40, 8, "2026-03-01T10:30:00+00:00")])
+    assert _stays(mirror_engine, 7) == [3600.0, 3600.0, None] and _stays(mirror_engine, 8) == [1800.0, None]
+    writer.history(stream, [item(20, 8, "2026-03-01T10:15:00+00:00")])  # the portal rewrote row 20: another deal now
+    assert _stays(mirror_engine, 7) == [7200.0, None] and _stays(mirror_engine, 8) == [900.0, 900.0, None]
+    assert_stays(mirror_engine, HISTORY)
