@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.sync import probe
+from jobs.sync import paths, probe
 from jobs.sync.context import Context
 from jobs.sync.result import INTERRUPTED, StreamResult
 from jobs.sync.state import INCREMENTAL, StreamState
 from mappings import entities as ent
+
+
+SETTLE_AT_END = 10_000  # more history IDs than this to read: settle the cards once at the end, not page by page
 
 
 def run(ctx: Context, stream: ent.Stream, state: StreamState, first: list[dict[str, Any]] | None, top: int | None,
@@ -26,19 +29,30 @@ def run(ctx: Context, stream: ent.Stream, state: StreamState, first: list[dict[s
             result.add(ctx.writer.history(stream, first, state))
         ctx.progress.advance(stream.name, len(first), state.cursor_id)
         if len(first) < probe.PAGE:
-            return state
+            return _settled(ctx, stream, state)
     last = state.cursor_id or 0
     if top is not None and top <= last:
-        return state
+        return _settled(ctx, stream, state)
     if ctx.stopped():
         result.status = INTERRUPTED
         return state
     state.phase = INCREMENTAL
+    large = top is None or top - last > SETTLE_AT_END
+    if large and paths.MARK not in state.extra:  # committed with the first page: a killed load is settled later
+        state.extra = {**state.extra, paths.MARK: last + 1}
     complete = ctx.pages(stream.name,
                          lambda: ctx.client.list_all(stream.list_method, filter={">ID": last}, entity_type_id=stream.entity_type_id,
                                                      ceiling=top, concurrency=2),
-                         lambda chunk: result.add(ctx.writer.history(stream, chunk, state)),
+                         lambda chunk: result.add(ctx.writer.history(stream, chunk, state, settle=not large)),
                          lambda: state.cursor_id)
     if not complete:
         result.status = INTERRUPTED
+        return state
+    return _settled(ctx, stream, state)
+
+
+def _settled(ctx: Context, stream: ent.Stream, state: StreamState) -> StreamState:
+    """The stream is read up to its top: settle what a large (or killed) load left unsettled."""
+    if paths.MARK in state.extra and not ctx.stopped():
+        ctx.writer.settle_history(stream, state)
     return state

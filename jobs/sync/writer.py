@@ -12,7 +12,6 @@ import contextlib
 import logging
 import re
 import threading
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
@@ -21,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from jobs.sync import state as st
+from jobs.sync import paths, state as st
 from jobs.sync.result import StreamResult
 from mappings import db, entities as ent, fields, tables
 
@@ -327,11 +326,13 @@ class Writer:
     # ---------------------------------------------------------------- stage history
 
     def history(self, stream: ent.Stream, items: Sequence[Mapping[str, Any]], state: st.StreamState | None = None,
-                *, mark_seen: bool = True) -> StreamResult:
+                *, mark_seen: bool = True, settle: bool = True) -> StreamResult:
         """Insert new history rows, update the ones the portal rewrote, advance ``state.cursor_id``; one transaction.
 
         Rows are never removed; a row listed again after it was marked vanished is un-marked. The
-        stays and paths (``_stays``) of every card a new or rewritten row belongs to are brought up to date.
+        stays and paths (``jobs.sync.paths``) of every card a new or rewritten row belongs to are
+        brought up to date in the same transaction; with ``settle=False`` (a large load, settled
+        at its end by ``settle_history``) only those of the rewritten rows' cards.
         """
         table = tables.table_of(stream)
         owner = table.c[next(col.name for col in stream.columns if col.rest == "OWNER_ID")]  # deal_id, lead_id
@@ -347,51 +348,27 @@ class Writer:
             stored = self._stored(conn, table, list(rows))
             new = [row for key, row in rows.items() if key not in stored]
             changed = [row for key, row in rows.items() if key in stored and stored[key] != (row["raw"], None)]
-            cards = {row[owner.name] for row in (*new, *changed)}
+            cards = {row[owner.name] for row in (*(new if settle else ()), *changed)}
             for part in _chunks([row["id"] for row in changed]):  # a rewritten row may have named another card
                 cards.update(k for (k,) in conn.execute(sa.select(owner).where(_among(table.c.id, part, conn))))
             db.insert_new(conn, table, new)
             if changed:  # first_seen_at stays as it was
                 db.upsert(conn, table, changed, update=[k for k in changed[0] if k not in ("id", "first_seen_at")])
-            self._stays(conn, table, owner, sorted(k for k in cards if k is not None))
+            paths.settle(conn, stream, list(cards))
             result.inserted, result.updated = len(new), len(changed)
             if state is not None:
                 st.save(conn, state)
         return result
 
-    def _stays(self, conn: Connection, table: sa.Table, owner: sa.Column[Any], cards: Sequence[int]) -> None:
-        """Bring what a card's rows say about each other up to date for ``cards``: ``stay_seconds`` (seconds to
-        the card's next row by ID, NULL on its last) and ``visited`` (on its last row in each pipeline, the
-        stages its rows there name: ``,NEW,NEEDS,``; NULL on the other rows).
-
-        Rows may arrive in any order (a page later than another, a row rewritten), so each card's
-        rows are read whole and only the values that differ are written.
-        """
-        c = table.c
-        pipeline = c.category_id if "category_id" in c else sa.null()
-        stage = c.stage_id if "stage_id" in c else c.status_id
-        for part in _chunks(cards):
-            query = (sa.select(c.id, owner, c.date_create, pipeline, stage, c.stay_seconds, c.visited)
-                     .where(_among(owner, part, conn)).order_by(owner, c.id))
-            rows = list(conn.execute(query))
-            last_here: dict[tuple[Any, Any], int] = {}
-            stages: dict[tuple[Any, Any], set[str]] = defaultdict(set)
-            for row in rows:
-                last_here[(row[1], row[3])] = row.id
-                if row[4] is not None:
-                    stages[(row[1], row[3])].add(row[4])
-            updates = []
-            for row, following in zip(rows, [*rows[1:], None]):
-                seconds = None
-                if following is not None and following[1] == row[1] and None not in (row.date_create, following.date_create):
-                    seconds = (following.date_create - row.date_create).total_seconds()
-                key = (row[1], row[3])
-                visited = ",".join(["", *sorted(stages[key]), ""]) if last_here[key] == row.id else None
-                if seconds != row.stay_seconds or visited != row.visited:
-                    updates.append({"row_id": row.id, "seconds": seconds, "visited": visited})
-            if updates:
-                conn.execute(table.update().where(c.id == sa.bindparam("row_id"))
-                             .values(stay_seconds=sa.bindparam("seconds"), visited=sa.bindparam("visited")), updates)
+    def settle_history(self, stream: ent.Stream, state: st.StreamState) -> int:
+        """Settle the cards of every row from ``state``'s mark on (``paths.MARK``), then drop the mark; cards settled."""
+        first = state.extra.get(paths.MARK)
+        if first is None:
+            return 0
+        settled = sum(paths.settle_from(self.transaction, stream, int(first)))
+        state.extra = {k: v for k, v in state.extra.items() if k != paths.MARK}
+        self.save_state(state)
+        return settled
 
     # ---------------------------------------------------------------- full lists
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from connector.emulator import new_portal
 from mappings import entities as ent
 from mappings import tables
@@ -111,13 +113,13 @@ def test_each_row_knows_its_stay_after_incremental_syncs(make_emulator: Any, mir
     deal = client.result("crm.deal.add", {"fields": {"TITLE": "stays"}})
     assert sync(app, mirror_engine).ok
     assert _stays(mirror_engine, deal) == [None]  # still in its first stage
-    clock.tick(3600)
+    clock.advance(3600)
     client.call("crm.deal.update", {"id": deal, "fields": {"STAGE_ID": stages[1]}})
     assert sync(app, mirror_engine).ok
     assert _stays(mirror_engine, deal) == [3600.0, None]  # the new row closed the previous one's stay
-    clock.tick(90)
+    clock.advance(90)
     client.call("crm.deal.update", {"id": deal, "fields": {"STAGE_ID": stages[2]}})
-    clock.tick(30)
+    clock.advance(30)
     client.call("crm.deal.update", {"id": deal, "fields": {"STAGE_ID": stages[3]}})
     assert sync(app, mirror_engine).ok
     assert _stays(mirror_engine, deal) == [3600.0, 90.0, 30.0, None]
@@ -140,3 +142,37 @@ def test_stays_are_right_when_rows_arrive_out_of_order(app: Any, mirror_engine: 
     writer.history(stream, [item(20, 8, "2026-03-01T10:15:00+00:00")])  # the portal rewrote row 20: another deal now
     assert _stays(mirror_engine, 7) == [7200.0, None] and _stays(mirror_engine, 8) == [900.0, 900.0, None]
     assert_stays(mirror_engine, HISTORY)
+
+
+def test_a_large_load_is_settled_once_at_its_end_and_a_killed_one_by_the_next_run(make_emulator: Any, mirror_engine: Any,
+                                                                                 monkeypatch: Any) -> None:
+    from jobs.sync import history, paths, state as st
+
+    app = make_emulator(seed=5, deals=300, http=False)
+    monkeypatch.setattr(history, "SETTLE_AT_END", 0)  # every load is large: settled at its end
+    settled: list[str] = []
+    real = Writer.settle_history
+
+    def dies_before_settling(self: Writer, stream: Any, state: Any) -> int:
+        settled.append(stream.name)
+        raise SystemExit("killed after the last page")  # as SIGKILL would: the pages are committed, the rest is not
+
+    monkeypatch.setattr(Writer, "settle_history", dies_before_settling)
+    try:
+        sync(app, mirror_engine)
+    except SystemExit:
+        pass
+    assert settled  # the load reached its end
+    with mirror_engine.connect() as conn:
+        marks = {name: st.load(conn, name).extra.get(paths.MARK) for name in ent.HISTORIES}
+    assert any(mark is not None for mark in marks.values())
+    with pytest.raises(AssertionError, match="differ"):  # past the probe's first page no row was settled page by page
+        assert_stays(mirror_engine, HISTORY)
+
+    monkeypatch.setattr(Writer, "settle_history", real)
+    assert sync(app, mirror_engine).ok  # nothing new to read: the mark alone makes it settle
+    with mirror_engine.connect() as conn:
+        assert all(st.load(conn, name).extra.get(paths.MARK) is None for name in ent.HISTORIES)
+    assert_mirror(mirror_engine, app)
+    assert_stays(mirror_engine, HISTORY)
+    assert_stays(mirror_engine, tables.crm_lead_status_history)
