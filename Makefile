@@ -37,6 +37,7 @@ HISTORY ?= 100000,1000000
 bench: $(STAMP)
 	$(BIN)/python bench/bench_emulator.py --deals $(DEALS)
 	$(BIN)/python bench/bench_list_all.py --deals $(DEALS)
+	$(BIN)/python bench/bench_statefile.py --deals $(DEALS)
 	url="$$(.ci/services)" && B24SYNC_TEST_PG_URL="$$url" $(BIN)/python bench/bench_sync.py --deals $(DEALS)
 	url="$$(.ci/services)" && B24SYNC_TEST_PG_URL="$$url" $(BIN)/python bench/bench_report.py --rows $(HISTORY)
 
