@@ -403,6 +403,8 @@ def insert_new(conn: Connection, table: sa.Table, rows: Sequence[Mapping[str, An
                     copy.write_row([value if proc is None else proc(value) for proc, value in zip(processors, map(row.__getitem__, names))])
     except pg_errors.UniqueViolation:
         upsert(conn, table, rows)
+
+
 _UPSERTS: dict[tuple[Any, ...], tuple[sa.Table, str, bool, list[str], list[Any]]] = {}
 _UPSERTS_LOCK = threading.Lock()
 

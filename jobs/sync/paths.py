@@ -24,10 +24,15 @@ MARK = "unsettled_from"  # the stream state's extra key: history rows from this 
 CARDS_PER_SETTLE = 20_000  # cards per transaction when a whole load is settled
 
 
+def card_column(stream: ent.Stream) -> str:
+    """The history stream's column naming the card its rows belong to (REST ``OWNER_ID``): deal_id, lead_id."""
+    return next(col.name for col in stream.columns if col.rest == "OWNER_ID")
+
+
 def _names(stream: ent.Stream) -> tuple[str, str, str | None, str]:
     """(table, card column, pipeline column or None, stage column) of a history stream."""
     table = tables.table_of(stream)
-    card = next(col.name for col in stream.columns if col.rest == "OWNER_ID")  # deal_id, lead_id
+    card = card_column(stream)
     pipeline = "category_id" if "category_id" in table.c else None
     stage = "stage_id" if "stage_id" in table.c else "status_id"
     return table.name, card, pipeline, stage

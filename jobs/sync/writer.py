@@ -13,6 +13,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
 from typing import Any
@@ -175,7 +176,7 @@ class Writer:
         return found
 
     def _write_userfields(self, conn: Connection, stream: ent.Stream, records: Sequence[Mapping[str, Any]],
-                          synced_at: datetime, result: StreamResult, new: frozenset[int] | set[int] = frozenset()) -> None:
+                          synced_at: datetime, result: StreamResult, new: AbstractSet[int] = frozenset()) -> None:
         if not stream.uf_table:
             return
         known = self.userfields.get(stream.name)
@@ -335,7 +336,7 @@ class Writer:
         at its end by ``settle_history``) only those of the rewritten rows' cards.
         """
         table = tables.table_of(stream)
-        owner = table.c[next(col.name for col in stream.columns if col.rest == "OWNER_ID")]  # deal_id, lead_id
+        owner = table.c[paths.card_column(stream)]
         now = utcnow()
         rows = {}
         for item in items:
