@@ -96,6 +96,7 @@ def sqlite_mirror(cache: Path, rows: int) -> str:
     path = cache / f"report-{rows}-s{SEED}-v{VERSION}.sqlite3"
     url = f"sqlite:///{path}"
     if path.exists() and _history_rows(db.open_engine(url)) == rows:
+        db.upgrade(db.open_engine(url))  # a mirror cached by an older b24sync, upgraded as `b24sync db upgrade` would
         return url
     for stale in cache.glob(f"{path.name}*"):
         stale.unlink()
@@ -116,6 +117,7 @@ def postgresql_mirror(base: str, rows: int) -> str:
     url = f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
     engine = db.open_engine(url)
     if _history_rows(engine) == rows:
+        db.upgrade(engine)
         return url
     admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:

@@ -282,7 +282,7 @@ b24sync_lease = sa.Table(
     sa.Column("expires_at", UtcDateTime(), nullable=False),
 )
 
-# ---------------------------------------------------------------- indexes (revisions 0002, 0003)
+# ---------------------------------------------------------------- indexes (revisions 0002, 0003, 0004)
 
 sa.Index(None, crm_deal.c.category_id, crm_deal.c.stage_id)
 sa.Index(None, crm_deal.c.date_create)
@@ -296,8 +296,10 @@ sa.Index("ix_crm_deal_stage_history_cover", _dsh.deal_id, _dsh.id, _dsh.category
 sa.Index("ix_crm_deal_stage_history_stays", _dsh.category_id, _dsh.stage_id, _dsh.stay_seconds, _dsh.deal_id)
 sa.Index("ix_crm_lead_status_history_cover", _lsh.lead_id, _lsh.id, _lsh.status_id, _lsh.date_create)
 sa.Index("ix_crm_lead_status_history_stays", _lsh.status_id, _lsh.stay_seconds, _lsh.lead_id)
-# and one row per card and pipeline: the stages it went through there (how far it got, at a glance)
-sa.Index("ix_crm_deal_stage_history_visited", _dsh.category_id, _dsh.deal_id, _dsh.visited,
+# and one row per card and pipeline: the stages it went through there (how far it got, at a glance) and,
+# for a card that left the pipeline, where it left from (revision 0004)
+sa.Index("ix_crm_deal_stage_history_visited", _dsh.category_id, _dsh.deal_id, _dsh.visited, _dsh.stage_id,
+         _dsh.stage_semantic_id,
          sqlite_where=_dsh.visited.is_not(None), postgresql_where=_dsh.visited.is_not(None))
 sa.Index("ix_crm_lead_status_history_visited", _lsh.lead_id, _lsh.visited,
          sqlite_where=_lsh.visited.is_not(None), postgresql_where=_lsh.visited.is_not(None))

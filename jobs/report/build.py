@@ -1,7 +1,8 @@
 """The two report entry points: ``funnel`` (figures per stage, per slice) and ``cards`` (a stage's drill-down).
 
-Both read the mirror in one transaction (a snapshot on PostgreSQL), build the cohort table once and
-run the aggregate queries over it; the transaction is rolled back, so the mirror is never written.
+Both read the mirror in one transaction (a snapshot on PostgreSQL) and run the aggregate queries over
+the cohort (one row per card: a subquery read in one grouped pass, or a temporary table when the
+drill-down lists join it); the transaction is rolled back, so the mirror is never written.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.report import figures, queries, scope as sc
 from jobs.report.access import access_for
-from jobs.report.cohort import Scope, materialize
+from jobs.report.cohort import Scope, cohort_of, materialize
 from jobs.report.drill import stage_cards
 from jobs.report.model import ENTITIES, MODES, PERIODS, SLICES, CardList, Channel, FunnelReport, Slice, Stage
 from jobs.report.modes import Funnel as Stages, Tally, tally
@@ -123,7 +124,7 @@ def _slices(conn: Connection, scope: Scope, keys: Sequence[str | None]) -> list[
     return found
 
 
-def _channels(conn: Connection, scope: Scope, funnel: Stages, cohort: sa.Table) -> list[Channel]:
+def _channels(conn: Connection, scope: Scope, funnel: Stages, cohort: sa.FromClause) -> list[Channel]:
     """Lead quality per source: leads, qualified, converted (success), junk (failure)."""
     groups, _ = queries.facts(conn, scope, cohort, key="source")
     per_source = tally(funnel, "classic", groups, [])
@@ -169,7 +170,7 @@ def funnel(
             conn, entity=entity, pipeline=pipeline, mode=mode, date_from=date_from, date_to=date_to, period=period,
             by=by, assigned=assigned, source=source, include_deleted=include_deleted, default_keys=default_keys,
         )
-        cohort = materialize(conn, scope, joined=cards_per_stage > 0)
+        cohort = cohort_of(conn, scope, reused=cards_per_stage > 0)
         groups, entered = queries.facts(conn, scope, cohort)
         seen = {g.stage for g in entered}
         stages = [*scope.stages.current, *(scope.stages.removed(r) for r in scope.removed if r in seen)]

@@ -1,14 +1,19 @@
-"""The cards a report covers, one row each, computed in SQL and kept in a temporary table for the report.
+"""The cards a report covers, one row each: a SELECT over the card table joined with each card's last
+history row in the pipeline, which the sync marks with every stage the card's rows there name (``visited``).
 
-Per card: its slice, how far it got in the pipeline (``reach``), where it is (``position``: its stage,
-or the stage it left the pipeline from), whether it moved out, its money in cents, when it was won.
-One pass over the history rows builds it; every figure of the report is then read from it.
+Per card: its slice, the stages it went through in the pipeline (``visited``, ``,NEW,NEEDS,``), where it
+is (``position``: its stage, or the stage it left the pipeline from), whether it moved out, its money in
+cents. How far it got and which stages it entered follow from ``visited`` and ``position`` (``Scope.reach``,
+``Scope.entered``): in Python for the grouped figures, in SQL for the drill-down. A report reads the
+cohort once as a subquery (one grouped pass), or keeps it in a temporary table when several queries
+join it (``materialize``).
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +22,7 @@ from sqlalchemy.engine import Connection
 
 from jobs.report.access import Access
 from jobs.report.model import PROCESS, SUCCESS, Period, Pipeline
-from jobs.report.portable import cents, earlier, larger, not_earlier
+from jobs.report.portable import cents, earlier, not_earlier, stage_set
 from jobs.report.scope import Entity, Stages
 from mappings.tables import UtcDateTime
 
@@ -36,7 +41,7 @@ class Scope:
     by: str | None = None
     months: list[tuple[str, datetime]] = field(default_factory=list)  # by month: (label, start in UTC)
     removed: tuple[str, ...] = ()  # STATUS_IDs in the pipeline's history that are no current stage
-    flagged: tuple[str, ...] = ()  # stages whose "entered" flag the cohort carries (columns e0, e1, ...)
+    flagged: tuple[str, ...] = ()  # stages whose entries the report counts (every stage for "entered", else removed ones)
     access: Access = field(default_factory=Access)  # how the whole-pipeline scans read the history table
 
     @property
@@ -53,6 +58,26 @@ class Scope:
     def success_ids(self) -> list[str]:
         """STATUS_IDs of the success stage(s)."""
         return [s.id for s in self.stages.current if s.semantics == SUCCESS]
+
+    @cached_property
+    def _indexes(self) -> dict[str, int]:
+        return {s.id: s.index for s in self.stages.current if s.index > 0}
+
+    def reach(self, visited: str | None, position: str | None) -> int:
+        """How far a card got: the highest stage index among the stages it went through and its position."""
+        indexes = self._indexes
+        return max((indexes.get(stage, 0) for stage in (*stages_of(visited), position)), default=0)
+
+    def entered(self, visited: str | None, position: str | None) -> list[str]:
+        """The flagged stages a card entered: a history row there in the pipeline, or positioned there now."""
+        went = stages_of(visited)
+        return [stage for stage in self.flagged if stage == position or stage in went]
+
+    def reach_at_least(self, cohort: sa.FromClause, index: int) -> sa.ColumnElement[bool]:
+        """SQL for ``reach >= index`` of a cohort row (the drill-down's test, ``reach`` as above)."""
+        k = cohort.c
+        later = [went_through(k.visited, s.id) for s in self.stages.current if s.index >= index]
+        return sa.or_(self.index_of(k.position) >= index, *later)
 
     def index_of(self, stage: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         """The stage's place in the funnel: 1..n in progress, n + 1 success, 0 anything else."""
@@ -82,14 +107,13 @@ def _columns() -> list[sa.Column[Any]]:
     return [
         sa.Column("id", CARD_KEY, primary_key=True, autoincrement=False),
         sa.Column("slice", sa.Text),
-        sa.Column("reach", sa.Integer),
+        sa.Column("visited", sa.Text),
         sa.Column("position", sa.Text),
         sa.Column("letter", sa.Text),
         sa.Column("moved", sa.Integer),
         sa.Column("currency", sa.Text),
         sa.Column("cents", sa.BigInteger),
         sa.Column("created", UtcDateTime()),
-        sa.Column("won_at", UtcDateTime()),
         sa.Column("assigned_by_id", sa.BigInteger),
         sa.Column("source", sa.Text),
     ]
@@ -98,28 +122,18 @@ def _columns() -> list[sa.Column[Any]]:
 COLUMNS = tuple(col.name for col in _columns())
 
 
-def flag(index: int) -> str:
-    """The cohort column that says whether a card entered ``scope.flagged[index]``."""
-    return f"e{index}"
+def stages_of(visited: str | None) -> set[str]:
+    """The STATUS_IDs a ``visited`` value (``,NEW,NEEDS,``) names."""
+    return {stage for stage in (visited or "").split(",") if stage}
 
 
-def _entered_flags(scope: Scope, h: sa.Table, here: sa.ColumnElement[bool] | None = None) -> list[sa.ColumnElement[Any]]:
-    """Per flagged stage: 1 when the card has a history row there (in this pipeline), as aggregates."""
-    e = scope.entity
-    flags = []
-    for index, stage_id in enumerate(scope.flagged):
-        hit = h.c[e.stage] == stage_id if here is None else sa.and_(here, h.c[e.stage] == stage_id)
-        flags.append(sa.func.max(sa.case((hit, 1), else_=0)).label(flag(index)))
-    return flags
+def went_through(visited: sa.ColumnElement[Any], stage_id: str) -> sa.ColumnElement[bool]:
+    """SQL for "``visited`` names the stage"."""
+    return visited.contains(f",{stage_id},", autoescape=True)
 
 
-def _flag_columns(scope: Scope, reached: sa.Subquery, position: sa.ColumnElement[Any]) -> list[sa.ColumnElement[Any]]:
-    """The flags of the final select: entered by history, or positioned there now."""
-    return [sa.case((position == stage_id, 1), else_=sa.func.coalesce(reached.c[flag(i)], 0)).label(flag(i))
-            for i, stage_id in enumerate(scope.flagged)]
-
-
-def _filters(scope: Scope) -> list[sa.ColumnElement[bool]]:
+def card_conditions(scope: Scope) -> list[sa.ColumnElement[bool]]:
+    """The report's card filters on the card table: deleted, manager, source, creation period."""
     c = scope.entity.cards.c
     where: list[sa.ColumnElement[bool]] = []
     if not scope.include_deleted:
@@ -139,18 +153,22 @@ def _filters(scope: Scope) -> list[sa.ColumnElement[bool]]:
     return where
 
 
-def _slice(scope: Scope) -> sa.ColumnElement[Any]:
+def slice_key(scope: Scope) -> sa.ColumnElement[Any]:
+    """A card's slice (``--by``) as SQL on the card table: manager ID, source, creation month, or NULL."""
     c = scope.entity.cards.c
     if scope.by == "assigned":
         return sa.cast(c.assigned_by_id, sa.Text)
     if scope.by == "source":
-        return sa.func.nullif(c.source_id, "")
-    if scope.by == "month":
-        if not scope.months:
-            return sa.null()
-        return sa.case(*[(not_earlier(c.date_create, start), label) for label, start in reversed(scope.months)],
-                       else_=sa.null())
-    return sa.null()
+        return sa.type_coerce(sa.func.nullif(c.source_id, ""), sa.Text)
+    if scope.by == "month" and scope.months:
+        return sa.type_coerce(sa.case(*[(not_earlier(c.date_create, start), label) for label, start in reversed(scope.months)],
+                                      else_=sa.null()), sa.Text)
+    return sa.type_coerce(sa.null(), sa.Text)
+
+
+def card_filter(scope: Scope) -> sa.Select[Any]:
+    """IDs of the cards that pass the report's card filters (deleted, manager, source, creation period)."""
+    return sa.select(scope.entity.cards.c.id).where(*card_conditions(scope))
 
 
 def _restricted(scope: Scope, h: sa.Table) -> list[sa.ColumnElement[bool]]:
@@ -158,106 +176,50 @@ def _restricted(scope: Scope, h: sa.Table) -> list[sa.ColumnElement[bool]]:
     return [h.c[scope.entity.owner].in_(card_filter(scope))] if scope.narrow else []
 
 
-def card_filter(scope: Scope) -> sa.Select[Any]:
-    """IDs of the cards that pass the report's card filters (deleted, manager, source, creation period)."""
-    return sa.select(scope.entity.cards.c.id).where(*_filters(scope))
-
-
-def _active(scope: Scope) -> bool:
+def is_active(scope: Scope) -> bool:
+    """An ``active`` period with a bound: the cards as they were then, from the history rows written before its end."""
     return scope.period.kind == "active" and scope.period.bounded
 
 
-def cohort_select(scope: Scope, reached: sa.FromClause | None = None) -> sa.Select[Any]:
-    """One row per card of the funnel, with the ``COLUMNS`` (``reached``: ``reached_select`` kept in a table)."""
-    if _active(scope):
-        return _active_select(scope)
-    return _current_select(scope, reached if reached is not None else reached_select(scope).subquery("reached"))
+def cohort_select(scope: Scope) -> sa.Select[Any]:
+    """One row per card of the funnel, with the ``COLUMNS``."""
+    return _active_select(scope) if is_active(scope) else _current_select(scope)
 
 
-def _common(scope: Scope) -> dict[str, sa.ColumnElement[Any]]:
+def _select(scope: Scope, visited: sa.ColumnElement[Any], position: sa.ColumnElement[Any],
+            letter: sa.ColumnElement[Any], moved: sa.ColumnElement[bool]) -> sa.Select[Any]:
     c = scope.entity.cards.c
-    return {
-        "id": c.id,
-        "slice": _slice(scope),
-        "currency": sa.func.coalesce(c.currency_id, ""),
-        "cents": cents(c.opportunity),
-        "created": c.date_create,
-        "assigned_by_id": c.assigned_by_id,
-        "source": sa.func.nullif(c.source_id, ""),
-    }
+    return sa.select(
+        c.id, slice_key(scope).label("slice"), visited.label("visited"), position.label("position"),
+        letter.label("letter"), sa.case((moved, 1), else_=0).label("moved"),
+        sa.func.coalesce(c.currency_id, "").label("currency"), cents(c.opportunity).label("cents"),
+        c.date_create.label("created"), c.assigned_by_id, sa.func.nullif(c.source_id, "").label("source"),
+    )
 
 
-def _went_through(visited: sa.ColumnElement[Any], stage_id: str) -> sa.ColumnElement[bool]:
-    """``visited`` (``,NEW,NEEDS,``) names the stage."""
-    return visited.contains(f",{stage_id},", autoescape=True)
+def _current_select(scope: Scope) -> sa.Select[Any]:
+    """Cards as they are now: the stage in the card row, or the card's last row in the pipeline when it moved out.
 
-
-def reached_select(scope: Scope) -> sa.Select[Any]:
-    """Per card with rows in the pipeline: how far it got, when it was won, which flagged stages it entered.
-
-    How far and which stages come from one row per card: its last row in the pipeline, which carries
-    every stage its rows there name (``visited``, kept by the sync); when it was won from the few rows
-    of the success stage, found through the (pipeline, stage) index.
+    That last row is the one the sync marks with ``visited`` (found through the partial index on it):
+    one row per card with rows in the pipeline.
     """
     e = scope.entity
-    h = e.history
-    visited = h.c.visited
-    ordered = sorted((s for s in scope.stages.current if s.index > 0), key=lambda s: -s.index)
-    reach = sa.case(*((_went_through(visited, s.id), s.index) for s in ordered), else_=0) if ordered else sa.literal(0)
-    flags = [sa.case((_went_through(visited, stage_id), 1), else_=0).label(flag(i))
-             for i, stage_id in enumerate(scope.flagged)]
-    paths = (
-        sa.select(h.c[e.owner].label("card_id"), reach.label("reach"), *flags)
-        .where(scope.in_pipeline(h), visited.is_not(None), *_restricted(scope, h))
-        .subquery("paths")
-    )
-    won = (
-        sa.select(h.c[e.owner].label("card_id"), sa.func.max(h.c.date_create).label("won_at"))
-        .where(scope.in_pipeline(h), h.c[e.stage].in_(scope.success_ids), *_restricted(scope, h))
-        .group_by(h.c[e.owner])
-        .subquery("won")
-    )
-    return (
-        sa.select(paths.c.card_id, paths.c.reach, won.c.won_at, *(paths.c[flag(i)] for i in range(len(scope.flagged))))
-        .select_from(paths.outerjoin(won, won.c.card_id == paths.c.card_id))
-    )
-
-
-def _last_here(scope: Scope, column: str) -> sa.ColumnElement[Any]:
-    """One column of the card's last history row in the pipeline (read only for cards that moved out)."""
-    e = scope.entity
-    row = e.history.alias("last_here")
-    return (sa.select(row.c[column]).where(row.c[e.owner] == e.cards.c.id, scope.in_pipeline(row))
-            .order_by(row.c.id.desc()).limit(1).scalar_subquery())
-
-
-def _current_select(scope: Scope, reached: sa.FromClause) -> sa.Select[Any]:
-    """Cards as they are now: the stage in the card row, or the last row in the pipeline for moved cards."""
-    e = scope.entity
-    c, h = e.cards, e.history
+    c = e.cards
+    last = e.history.alias("last_here")
+    on = [last.c[e.owner] == c.c.id, last.c.visited.is_not(None)]
     if e.category is None:
-        moved: sa.ColumnElement[Any] = sa.false()
-        source = c.outerjoin(reached, reached.c.card_id == c.c.id)
+        moved: sa.ColumnElement[bool] = sa.false()
         position, letter = c.c[e.stage], c.c[e.semantic]
-        member = sa.true()
+        member: sa.ColumnElement[bool] = sa.true()
     else:
+        on.append(last.c[e.category] == scope.pipeline.id)
         moved = c.c[e.category] != scope.pipeline.id
-        source = c.outerjoin(reached, reached.c.card_id == c.c.id)
-        position = sa.case((moved, _last_here(scope, e.stage)), else_=c.c[e.stage])
-        letter = sa.case((moved, _last_here(scope, e.semantic)), else_=c.c[e.semantic])
-        member = sa.or_(c.c[e.category] == scope.pipeline.id, reached.c.card_id.is_not(None))
-    common = _common(scope)
-    reach = larger(sa.func.coalesce(reached.c.reach, 0), scope.index_of(position))
-    return (
-        sa.select(
-            common["id"], common["slice"].label("slice"), reach.label("reach"), position.label("position"),
-            letter.label("letter"), sa.case((moved, 1), else_=0).label("moved"), common["currency"].label("currency"),
-            common["cents"].label("cents"), common["created"].label("created"), reached.c.won_at.label("won_at"),
-            common["assigned_by_id"], common["source"].label("source"), *_flag_columns(scope, reached, position),
-        )
-        .select_from(source)
-        .where(member, *_filters(scope))
-    )
+        position = sa.case((moved, last.c[e.stage]), else_=c.c[e.stage])
+        letter = sa.case((moved, last.c[e.semantic]), else_=c.c[e.semantic])
+        member = sa.or_(c.c[e.category] == scope.pipeline.id, last.c[e.owner].is_not(None))
+    return (_select(scope, last.c.visited, position, letter, moved)
+            .select_from(c.outerjoin(last, sa.and_(*on)))
+            .where(member, *card_conditions(scope)))
 
 
 def _active_select(scope: Scope) -> sa.Select[Any]:
@@ -265,7 +227,7 @@ def _active_select(scope: Scope) -> sa.Select[Any]:
 
     In the funnel during [start, end): a history row in the pipeline before the end, and either a
     row in the pipeline during the period or, at its start, a place in the pipeline that was not
-    closed (success or failure).
+    closed (success or failure). ``visited`` here names the stages of the rows written before the end.
     """
     e = scope.entity
     c, h = e.cards, e.history
@@ -273,11 +235,9 @@ def _active_select(scope: Scope) -> sa.Select[Any]:
     here = scope.in_pipeline(h)
     aggregates = [
         h.c[e.owner].label("card_id"),
-        sa.func.max(sa.case((here, scope.index_of(h.c[e.stage])), else_=0)).label("reach"),
+        stage_set(sa.case((here, h.c[e.stage]))).label("visited"),
         sa.func.max(sa.case((here, h.c.id))).label("last_here_id"),
         sa.func.max(h.c.id).label("last_id"),
-        sa.func.max(sa.case((sa.and_(here, h.c[e.stage].in_(scope.success_ids)), h.c.date_create))).label("won_at"),
-        *_entered_flags(scope, h, here),
     ]
     if start is not None:
         aggregates += [
@@ -302,61 +262,33 @@ def _active_select(scope: Scope) -> sa.Select[Any]:
                                 sa.func.coalesce(at_start.c[e.semantic], "P").not_in(["S", "F"]))
         member.append(sa.or_(reached.c.touched == 1, open_at_start))
     moved = sa.false() if e.category is None else last.c[e.category] != scope.pipeline.id
-    position = last_here.c[e.stage]
-    letter = last_here.c[e.semantic]
-    common = _common(scope)
-    return (
-        sa.select(
-            common["id"], common["slice"].label("slice"), reached.c.reach.label("reach"), position.label("position"),
-            letter.label("letter"), sa.case((moved, 1), else_=0).label("moved"), common["currency"].label("currency"),
-            common["cents"].label("cents"), common["created"].label("created"), reached.c.won_at.label("won_at"),
-            common["assigned_by_id"], common["source"].label("source"), *_flag_columns(scope, reached, position),
-        )
-        .select_from(source)
-        .where(*member, *_filters(scope))
-    )
+    return (_select(scope, reached.c.visited, last_here.c[e.stage], last_here.c[e.semantic], moved)
+            .select_from(source)
+            .where(*member, *card_conditions(scope)))
 
 
-def _temporary(conn: Connection, name: str, columns: list[sa.Column[Any]], rows: sa.Select[Any], *,
-               joined: bool = False) -> sa.Table:
-    """A temporary table of ``rows``, its first column the card. ``joined``: later queries join it by card.
+def materialize(conn: Connection, scope: Scope) -> sa.Table:
+    """The cohort in a temporary table of this connection (dropped with the report's transaction), for
+    reports whose several queries join it by card (drill-down lists, an ``active`` period).
 
-    On SQLite the card is the rowid (free); PostgreSQL fills the table first and indexes it (and
-    gathers its statistics) only when it will be joined.
+    On SQLite the card is the rowid (free); PostgreSQL fills the table first, then indexes it and
+    gathers its statistics (temporary tables get none otherwise).
     """
     postgresql = conn.dialect.name == "postgresql"
-    key, *rest = columns
+    key, *rest = _columns()
     key = sa.Column(key.name, key.type, primary_key=not postgresql, autoincrement=False)
-    table = sa.Table(f"b24sync_{name}_{uuid.uuid4().hex[:12]}", sa.MetaData(), key, *rest, prefixes=["TEMPORARY"])
+    table = sa.Table(f"b24sync_report_{uuid.uuid4().hex[:12]}", sa.MetaData(), key, *rest, prefixes=["TEMPORARY"])
     table.create(conn)
-    conn.execute(table.insert().from_select([c.name for c in columns], rows))
-    if postgresql and joined:
+    conn.execute(table.insert().from_select(list(COLUMNS), cohort_select(scope)))
+    if postgresql:
         conn.exec_driver_sql(f"CREATE UNIQUE INDEX ON {table.name} ({key.name})")
-        conn.exec_driver_sql(f"ANALYZE {table.name}")  # temporary tables get no statistics otherwise
+        conn.exec_driver_sql(f"ANALYZE {table.name}")
     return table
 
 
-def materialize(conn: Connection, scope: Scope, *, joined: bool = True) -> sa.Table:
-    """Build the cohort into a temporary table of this connection (dropped with the report's transaction).
-
-    Outside an ``active`` period the per-card pass over history is kept in a table of its own first
-    (``cohort.info["reached"]``): joined by key it is cheaper than as a subquery, and it tells which
-    cards have rows in the pipeline but are not counted (deleted, or no card row). ``joined``: the
-    report will join the cohort with the history rows (slices, drill-down, filters), so PostgreSQL
-    gets its statistics.
-    """
-    flags = [sa.Column(flag(i), sa.SmallInteger) for i in range(len(scope.flagged))]
-    reached = None
-    if not _active(scope):
-        key = sa.Column("card_id", CARD_KEY, primary_key=True, autoincrement=False)
-        if conn.dialect.name == "postgresql":  # one ordered pass along the (card, ID) index, not a hash of every card
-            conn.exec_driver_sql("SET LOCAL enable_hashagg = off")
-        reached = _temporary(conn, "reached", [
-            key, sa.Column("reach", sa.Integer), sa.Column("won_at", UtcDateTime()),
-            *(sa.Column(c.name, sa.SmallInteger) for c in flags)], reached_select(scope))
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("SET LOCAL enable_hashagg = on")
-    joined = joined or scope.narrow or _active(scope) or scope.by is not None
-    cohort = _temporary(conn, "report", [*_columns(), *flags], cohort_select(scope, reached), joined=joined)
-    cohort.info["reached"] = reached
-    return cohort
+def cohort_of(conn: Connection, scope: Scope, *, reused: bool) -> sa.FromClause:
+    """The cohort as the report reads it: a subquery for one grouped pass, or (``reused``: several queries
+    join it, and always for an ``active`` period, whose stays and cycle times do) a temporary table."""
+    if reused or is_active(scope):
+        return materialize(conn, scope)
+    return cohort_select(scope).subquery("cohort")

@@ -19,7 +19,7 @@ from jobs.report.scope import Portal, user_names
 from jobs.report.text import DASH
 
 
-def membership(scope: Scope, cohort: sa.Table, stage: Stage, mode: str, entered_row: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+def membership(scope: Scope, cohort: sa.FromClause, stage: Stage, mode: str, entered_row: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
     """SQL for "this cohort card counts at ``stage`` in ``mode``" (``entered_row``: its last row there, or NULL)."""
     k = cohort.c
     at_position = k.position == stage.id
@@ -28,14 +28,14 @@ def membership(scope: Scope, cohort: sa.Table, stage: Stage, mode: str, entered_
     if mode == "classic":
         return at_position
     if stage.semantics == PROCESS:
-        return sa.true() if stage.index <= 1 else k.reach >= stage.index
+        return sa.true() if stage.index <= 1 else scope.reach_at_least(cohort, stage.index)
     return at_position
 
 
 def stage_cards(
     conn: Connection,
     scope: Scope,
-    cohort: sa.Table,
+    cohort: sa.FromClause,
     stage: Stage,
     mode: str,
     portal: Portal,

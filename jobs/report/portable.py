@@ -1,5 +1,5 @@
 """SQL that reads the same on SQLite and PostgreSQL: seconds between two moments, moments compared, exact
-cents, columns kept off SQLite's indexes, and percentiles (``percentile_cont`` on PostgreSQL, sorted ranks
+cents, columns kept off SQLite's indexes, the set of stages a card's rows name, and percentiles (``percentile_cont`` on PostgreSQL, sorted ranks
 on SQLite).
 
 Percentiles follow PostgreSQL's ``percentile_cont``: linear interpolation between the two closest ranks.
@@ -114,6 +114,25 @@ def _larger_default(element: larger, compiler: Any, **kw: Any) -> str:
     return f"GREATEST({compiler.process(element.clauses, **kw)})"
 
 
+class stage_set(FunctionElement[str]):
+    """``stage_set(stage)``: the distinct non-null stages of a group as ``,A,B,`` (the shape of the mirror's
+    ``visited`` column, in no particular order): SQLite's ``group_concat``, PostgreSQL's ``string_agg``."""
+
+    type = sa.Text()
+    name = "stage_set"
+    inherit_cache = True
+
+
+@compiles(stage_set, "sqlite")
+def _stage_set_sqlite(element: stage_set, compiler: Any, **kw: Any) -> str:
+    return f"',' || group_concat(DISTINCT {compiler.process(element.clauses, **kw)}) || ','"
+
+
+@compiles(stage_set)
+def _stage_set_default(element: stage_set, compiler: Any, **kw: Any) -> str:
+    return f"',' || string_agg(DISTINCT {compiler.process(element.clauses, **kw)}, ',') || ','"
+
+
 def interpolate(n: int, tenths: int, at_rank: Callable[[int], float | None]) -> float | None:
     """percentile_cont's value from the two ranks around position (n - 1) * p (ranks count from 1)."""
     lower = (n - 1) * tenths // 10 + 1
@@ -127,7 +146,7 @@ def interpolate(n: int, tenths: int, at_rank: Callable[[int], float | None]) -> 
 
 def percentiles(
     conn: Connection,
-    values: sa.Subquery,
+    values: sa.Subquery | sa.CTE,
     keys: Sequence[str],
     value: str,
     wanted: Sequence[int] = (MEDIAN, P90),
@@ -144,7 +163,7 @@ def percentiles(
 
 
 def _percentiles_postgresql(
-    conn: Connection, values: sa.Subquery, keys: Sequence[str], value: str, wanted: Sequence[int]
+    conn: Connection, values: sa.Subquery | sa.CTE, keys: Sequence[str], value: str, wanted: Sequence[int]
 ) -> dict[tuple[Any, ...], tuple[int, dict[int, float | None]]]:
     from sqlalchemy.dialects import postgresql
 
@@ -162,7 +181,7 @@ def _percentiles_postgresql(
 
 
 def _percentiles_by_rank(
-    conn: Connection, values: sa.Subquery, keys: Sequence[str], value: str, wanted: Sequence[int]
+    conn: Connection, values: sa.Subquery | sa.CTE, keys: Sequence[str], value: str, wanted: Sequence[int]
 ) -> dict[tuple[Any, ...], tuple[int, dict[int, float | None]]]:
     names = [f"k{i}" for i in range(len(keys))]
     ranked = sa.Table(

@@ -1,4 +1,4 @@
-"""The report's aggregate queries over the cohort table: grouped facts, entered stages, time in stage,
+"""The report's aggregate queries over the cohort and the history rows: grouped facts, entered stages, time in stage,
 cycle time. Each returns a few rows per stage and slice, never a row per history entry.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from jobs.report.cohort import Scope, card_filter, flag
+from jobs.report.cohort import Scope, card_conditions, card_filter, is_active, slice_key
 from jobs.report.figures import Durations
 from jobs.report.modes import EnteredGroup, FactGroup
 from jobs.report.portable import MEDIAN, P90, interpolate, money, percentiles, plain, seconds_between
@@ -21,31 +21,30 @@ from jobs.report.portable import MEDIAN, P90, interpolate, money, percentiles, p
 TOTAL = "\x00total"  # the slice key of the total in per-slice results (a slice key is never this)
 
 
-def facts(conn: Connection, scope: Scope, cohort: sa.Table, key: str = "slice") -> tuple[list[FactGroup], list[EnteredGroup]]:
+def facts(conn: Connection, scope: Scope, cohort: sa.FromClause, key: str = "slice") -> tuple[list[FactGroup], list[EnteredGroup]]:
     """The cohort's cards in groups, from one pass over it: the facts and the entered stages.
 
-    Facts: cards grouped by (``key``, reach, position, semantics letter, moved, currency), with count
-    and cents; ``key`` is the cohort column the groups are sliced by: ``slice`` (the ``--by`` key) or
-    ``source``. Entered: per (slice, currency) and flagged stage, the cards that entered it (a history
-    row there in the pipeline, or positioned there; the cohort carries one flag per ``scope.flagged``).
+    SQL groups the cards by (``key``, visited, position, semantics letter, moved, currency) with count
+    and cents: a few groups per path through the pipeline. ``key`` is the cohort column the groups are
+    sliced by: ``slice`` (the ``--by`` key) or ``source``. Each group's reach and entered stages
+    (``scope.flagged``) follow from its visited stages and position.
     """
     k = cohort.c
-    flags = [k[flag(index)] for index in range(len(scope.flagged))]
-    keys = (k[key].label("slice"), k.reach, k.position, k.letter, k.moved, k.currency)
-    query = (sa.select(*keys, *flags, sa.func.count().label("n"), sa.func.sum(k.cents).label("cents"))
-             .group_by(*keys, *flags))
+    keys = (k[key].label("slice"), k.visited, k.position, k.letter, k.moved, k.currency)
+    query = sa.select(*keys, sa.func.count().label("n"), sa.func.sum(k.cents).label("cents")).group_by(*keys)
     by_facts: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0])
     by_entered: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0])
     for row in conn.execute(query):
         n, cents = int(row.n), int(row.cents or 0)
-        fact = by_facts[(row.slice, int(row.reach or 0), row.position or "", row.letter, bool(row.moved), row.currency or "")]
+        currency = row.currency or ""
+        reach = scope.reach(row.visited, row.position)
+        fact = by_facts[(row.slice, reach, row.position or "", row.letter, bool(row.moved), currency)]
         fact[0] += n
         fact[1] += cents
-        for index, stage_id in enumerate(scope.flagged):
-            if row[len(keys) + index] == 1:
-                entry = by_entered[(row.slice, stage_id, row.currency or "")]
-                entry[0] += n
-                entry[1] += cents
+        for stage_id in scope.entered(row.visited, row.position):
+            entry = by_entered[(row.slice, stage_id, currency)]
+            entry[0] += n
+            entry[1] += cents
     return ([FactGroup(*key_, n, money(cents)) for key_, (n, cents) in by_facts.items()],
             [EnteredGroup(*key_, n, money(cents)) for key_, (n, cents) in by_entered.items()])
 
@@ -69,26 +68,33 @@ def stages_in_history(conn: Connection, scope: Scope) -> list[str]:
     return [row.stage for row in conn.execute(sa.select(walk.c.stage).where(walk.c.stage.is_not(None)))]
 
 
-def stays(scope: Scope, cohort: sa.Table) -> sa.Subquery:
+def stays(scope: Scope, cohort: sa.FromClause) -> sa.Subquery:
     """Completed stays of the cohort's cards in the pipeline's stages: (slice, stage, seconds).
 
     A stay runs from a history row to the card's next history row (in any pipeline), rows in ID order;
     the stay a card is still in has no next row and is left out. Each row keeps its stay
-    (``stay_seconds``); an ``active`` period pairs the rows written before its end instead.
+    (``stay_seconds``). Outside an ``active`` period the cohort's rows there are those of the cards the
+    filters let through (a card with rows in the pipeline is in the cohort); in one, of the cards of the
+    (materialized) cohort, and with an end the rows written before it are paired anew.
     """
     if scope.as_of is not None:
         return _stays_as_of(scope, cohort)
     e = scope.entity
-    h, k = e.history, cohort.c
+    h = e.history
+    if is_active(scope):
+        members, slice_, where = h.join(cohort, cohort.c.id == h.c[e.owner]), cohort.c.slice, []
+    else:
+        c = e.cards
+        members, slice_, where = h.join(c, c.c.id == h.c[e.owner]), slice_key(scope), card_conditions(scope)
     return (
-        sa.select(k.slice.label("slice"), h.c[e.stage].label("stage"), h.c.stay_seconds.label("seconds"))
-        .select_from(h.join(cohort, k.id == h.c[e.owner]))
-        .where(scope.in_pipeline(h), h.c.stay_seconds.is_not(None))
+        sa.select(slice_.label("slice"), h.c[e.stage].label("stage"), h.c.stay_seconds.label("seconds"))
+        .select_from(members)
+        .where(scope.in_pipeline(h), h.c.stay_seconds.is_not(None), *where)
         .subquery("stays")
     )
 
 
-def _stays_as_of(scope: Scope, cohort: sa.Table) -> sa.Subquery:
+def _stays_as_of(scope: Scope, cohort: sa.FromClause) -> sa.Subquery:
     """The stays as they were at ``scope.as_of``: each visible row paired with the card's next visible row."""
     e = scope.entity
     h, k = e.history, cohort.c
@@ -116,9 +122,8 @@ def _durations(found: dict[tuple[Any, ...], tuple[int, dict[int, float | None]]]
     return {key: Durations(n, values.get(MEDIAN), values.get(P90)) for key, (n, values) in found.items()}
 
 
-def _stays_by_index(conn: Connection, scope: Scope, reached: sa.Table) -> dict[str, Durations]:
-    """Per stage: the cohort's stays counted and ranked off the (pipeline, stage, stay) index, nothing sorted
-    (``reached``: the cards with rows in the pipeline, as ``materialize`` keeps them).
+def _stays_by_index(conn: Connection, scope: Scope) -> dict[str, Durations]:
+    """Per stage: the cohort's stays counted and ranked off the (pipeline, stage, stay) index, nothing sorted.
 
     The index holds the stays of every card with rows in the pipeline; the few such cards the filters
     leave out (deleted, no card row) are read apart, and each wanted rank skips their stays: the
@@ -129,9 +134,11 @@ def _stays_by_index(conn: Connection, scope: Scope, reached: sa.Table) -> dict[s
     stage, seconds = h.c[e.stage], h.c.stay_seconds
     here = [scope.in_pipeline(h), seconds.is_not(None)]
     counts = {row[0]: int(row[1]) for row in conn.execute(sa.select(stage, sa.func.count()).where(*here).group_by(stage))}
-    r = reached.c
     left_out: dict[str, list[float]] = defaultdict(list)
-    cards = [k for (k,) in conn.execute(sa.select(r.card_id).where(r.card_id.not_in(card_filter(scope))))]
+    last = h.alias("last_here")  # one row per card with rows in the pipeline: its last there (``visited``)
+    outside_cards = (sa.select(last.c[e.owner])
+                     .where(last.c.visited.is_not(None), scope.in_pipeline(last), last.c[e.owner].not_in(card_filter(scope))))
+    cards = [k for (k,) in conn.execute(outside_cards)]
     by_card = [plain(seconds).is_not(None)]  # SQLite: read by card, not along the stays index
     if e.category is not None:
         by_card.append(plain(h.c[e.category]) == scope.pipeline.id)
@@ -169,13 +176,12 @@ def _stays_by_index(conn: Connection, scope: Scope, reached: sa.Table) -> dict[s
     return result
 
 
-def durations(conn: Connection, scope: Scope, cohort: sa.Table) -> dict[Any, dict[str, Durations]]:
+def durations(conn: Connection, scope: Scope, cohort: sa.FromClause) -> dict[Any, dict[str, Durations]]:
     """Per slice (``TOTAL`` for all cards) and stage: how many completed stays, their median and p90."""
     source = stays(scope, cohort)
     result: dict[Any, dict[str, Durations]] = {TOTAL: {}}
-    reached = cohort.info.get("reached")
-    if scope.as_of is None and not scope.narrow and reached is not None:
-        result[TOTAL] = _stays_by_index(conn, scope, reached)
+    if scope.as_of is None and not scope.narrow:
+        result[TOTAL] = _stays_by_index(conn, scope)
     else:
         for (stage,), value in _durations(percentiles(conn, source, ["stage"], "seconds")).items():
             result[TOTAL][stage] = value
@@ -185,20 +191,47 @@ def durations(conn: Connection, scope: Scope, cohort: sa.Table) -> dict[Any, dic
     return result
 
 
-def cycle_times(conn: Connection, scope: Scope, cohort: sa.Table) -> dict[Any, float | None]:
-    """Per slice (``TOTAL`` for all cards): the median time from creation to won over the won cards."""
-    k = cohort.c
-    won = (
-        sa.select(k.slice.label("slice"), seconds_between(k.won_at, k.created).label("seconds"))
-        .where(k.position.in_(scope.success_ids), k.moved == 0, k.won_at.is_not(None), k.created.is_not(None))
-        .subquery("won")
+def _won(scope: Scope, cohort: sa.FromClause) -> sa.CTE:
+    """The cohort's won cards, still in the pipeline, with their slice and seconds from creation to won (NULL
+    when either moment is unknown).
+
+    Won at: the card's last history row in the pipeline's success stage (written before an ``active``
+    period's end). Outside such a period these are the cards at the success stage now, found through
+    the card table's (pipeline, stage) index.
+    """
+    e = scope.entity
+    h = e.history.alias("won_row")
+    if is_active(scope):
+        k = cohort.c
+        card, created, slice_, where = k.id, k.created, k.slice, [k.position.in_(scope.success_ids), k.moved == 0]
+    else:
+        c = e.cards.c
+        card, created, slice_ = c.id, c.date_create, slice_key(scope)
+        where = [c[e.stage].in_(scope.success_ids), *card_conditions(scope)]
+        if e.category is not None:
+            where.append(c[e.category] == scope.pipeline.id)
+    here = [] if e.category is None else [plain(h.c[e.category]) == scope.pipeline.id]
+    won_at = (  # read along the card's rows: SQLite is kept off the (pipeline, stage) index here
+        sa.select(sa.func.max(h.c.date_create))
+        .where(h.c[e.owner] == card, *here, plain(h.c[e.stage]).in_(scope.success_ids), *scope.history_window(h))
+        .scalar_subquery()
     )
+    cards = sa.select(slice_.label("slice"), seconds_between(won_at, created).label("seconds")).where(*where)
+    if not is_active(scope):
+        cards = cards.select_from(e.cards)
+    # MATERIALIZED: each card's row lookups run once (merged into the outer query, SQLite repeats them per use)
+    return cards.cte("won").prefix_with("MATERIALIZED")
+
+
+def cycle_times(conn: Connection, scope: Scope, cohort: sa.FromClause) -> dict[Any, float | None]:
+    """Per slice (``TOTAL`` for all cards): the median time from creation to won over the won cards."""
+    won = _won(scope, cohort)
     result: dict[Any, float | None] = {}
     for _, (n, values) in percentiles(conn, won, [], "seconds", (MEDIAN,)).items():
         result[TOTAL] = values.get(MEDIAN)
     if scope.by is not None:
-        for (slice_key,), (n, values) in percentiles(conn, won, ["slice"], "seconds", (MEDIAN,)).items():
-            result[slice_key] = values.get(MEDIAN)
+        for (slice_key_,), (n, values) in percentiles(conn, won, ["slice"], "seconds", (MEDIAN,)).items():
+            result[slice_key_] = values.get(MEDIAN)
     return result
 
 
