@@ -296,12 +296,13 @@ sa.Index("ix_crm_deal_stage_history_cover", _dsh.deal_id, _dsh.id, _dsh.category
 sa.Index("ix_crm_deal_stage_history_stays", _dsh.category_id, _dsh.stage_id, _dsh.stay_seconds, _dsh.deal_id)
 sa.Index("ix_crm_lead_status_history_cover", _lsh.lead_id, _lsh.id, _lsh.status_id, _lsh.date_create)
 sa.Index("ix_crm_lead_status_history_stays", _lsh.status_id, _lsh.stay_seconds, _lsh.lead_id)
-# and one row per card and pipeline: the stages it went through there (how far it got, at a glance) and,
-# for a card that left the pipeline, where it left from (revision 0004)
+# and one row per card and pipeline: the stages it went through there (how far it got, at a glance), and
+# the row's stage, semantics and time (where a card left from, when a won card was won; revision 0004)
 sa.Index("ix_crm_deal_stage_history_visited", _dsh.category_id, _dsh.deal_id, _dsh.visited, _dsh.stage_id,
-         _dsh.stage_semantic_id,
+         _dsh.stage_semantic_id, _dsh.date_create,
          sqlite_where=_dsh.visited.is_not(None), postgresql_where=_dsh.visited.is_not(None))
-sa.Index("ix_crm_lead_status_history_visited", _lsh.lead_id, _lsh.visited,
+sa.Index("ix_crm_lead_status_history_visited", _lsh.lead_id, _lsh.visited, _lsh.status_id, _lsh.status_semantic_id,
+         _lsh.date_create,
          sqlite_where=_lsh.visited.is_not(None), postgresql_where=_lsh.visited.is_not(None))
 sa.Index(None, crm_status.c.entity_id, crm_status.c.status_id)
 sa.Index(None, b24sync_run.c.entity, b24sync_run.c.started_at)

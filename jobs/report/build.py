@@ -29,6 +29,7 @@ from mappings import db
 
 DateLike = str | date | datetime | None
 WORK_MEM = "64MB"
+PARALLEL_TUPLE_COST = 0.01  # PostgreSQL's default is 0.1
 NO_SLICE = {"assigned": "(no manager)", "source": "(no source)", "month": "(no creation date)"}
 
 
@@ -59,6 +60,9 @@ def reading(engine: Engine) -> Iterator[Connection]:
                 # sorts and hashes of one report stay in memory (bounded), and no JIT compile per query
                 conn.exec_driver_sql(f"SET LOCAL work_mem = '{WORK_MEM}'")
                 conn.exec_driver_sql("SET LOCAL jit = off")
+                # a report's grouped passes return a few rows per path, which the planner estimates as one
+                # per card: priced at that, handing rows back from parallel workers never looked worth it
+                conn.exec_driver_sql(f"SET LOCAL parallel_tuple_cost = {PARALLEL_TUPLE_COST}")
             sc.check_mirror(conn)
             yield conn
         finally:

@@ -122,33 +122,60 @@ def _durations(found: dict[tuple[Any, ...], tuple[int, dict[int, float | None]]]
     return {key: Durations(n, values.get(MEDIAN), values.get(P90)) for key, (n, values) in found.items()}
 
 
-def _stays_by_index(conn: Connection, scope: Scope) -> dict[str, Durations]:
+def _left_out(conn: Connection, scope: Scope) -> list[int]:
+    """The cards with rows in the pipeline that the card filters leave out (deleted, or no card row)."""
+    e = scope.entity
+    last = e.history.alias("last_here")  # one row per card with rows in the pipeline: its last there (``visited``)
+    c = e.cards.c
+    kept = sa.exists().where(c.id == last.c[e.owner], *card_conditions(scope))
+    query = sa.select(last.c[e.owner]).where(last.c.visited.is_not(None), scope.in_pipeline(last), ~kept)
+    return [card for (card,) in conn.execute(query)]
+
+
+def _pipeline_stays(conn: Connection, scope: Scope) -> dict[str, Durations]:
+    """Per stage: the stays of every card with rows in the pipeline but the few the filters leave out.
+
+    PostgreSQL takes ``percentile_cont`` over the (pipeline, stage, stay) index, the left-out cards
+    excluded by a hashed list; SQLite reads the ranks off that index (``_stays_by_index``).
+    """
+    left_out = _left_out(conn, scope)
+    if conn.dialect.name != "postgresql":
+        return _stays_by_index(conn, scope, left_out)
+    from sqlalchemy.dialects import postgresql
+
+    e = scope.entity
+    h = e.history
+    where = [scope.in_pipeline(h), h.c.stay_seconds.is_not(None)]
+    if left_out:
+        ids = sa.func.unnest(sa.literal(left_out, postgresql.ARRAY(sa.BigInteger)))
+        where.append(h.c[e.owner].not_in(sa.select(ids)))  # a hashed subplan on every PostgreSQL version
+    source = sa.select(h.c[e.stage].label("stage"), h.c.stay_seconds.label("seconds")).where(*where).subquery("stays")
+    return {stage: value for (stage,), value in _durations(percentiles(conn, source, ["stage"], "seconds")).items()}
+
+
+def _stays_by_index(conn: Connection, scope: Scope, left_out: list[int]) -> dict[str, Durations]:
     """Per stage: the cohort's stays counted and ranked off the (pipeline, stage, stay) index, nothing sorted.
 
-    The index holds the stays of every card with rows in the pipeline; the few such cards the filters
-    leave out (deleted, no card row) are read apart, and each wanted rank skips their stays: the
-    k-th counted stay is the j-th in the index, j = k + (left-out stays up to it), found in a few steps.
+    The index holds the stays of every card with rows in the pipeline; the stays of the few cards the
+    filters leave out (``left_out``) are read apart, and each wanted rank skips them: the k-th counted
+    stay is the j-th in the index, j = k + (left-out stays up to it), found in a few steps.
     """
     e = scope.entity
     h = e.history
     stage, seconds = h.c[e.stage], h.c.stay_seconds
     here = [scope.in_pipeline(h), seconds.is_not(None)]
     counts = {row[0]: int(row[1]) for row in conn.execute(sa.select(stage, sa.func.count()).where(*here).group_by(stage))}
-    left_out: dict[str, list[float]] = defaultdict(list)
-    last = h.alias("last_here")  # one row per card with rows in the pipeline: its last there (``visited``)
-    outside_cards = (sa.select(last.c[e.owner])
-                     .where(last.c.visited.is_not(None), scope.in_pipeline(last), last.c[e.owner].not_in(card_filter(scope))))
-    cards = [k for (k,) in conn.execute(outside_cards)]
+    skipped_stays: dict[str, list[float]] = defaultdict(list)
     by_card = [plain(seconds).is_not(None)]  # SQLite: read by card, not along the stays index
     if e.category is not None:
         by_card.append(plain(h.c[e.category]) == scope.pipeline.id)
-    for start in range(0, len(cards), 500):
-        outside = sa.select(stage, seconds).where(*by_card, h.c[e.owner].in_(cards[start:start + 500]))
+    for start in range(0, len(left_out), 500):
+        outside = sa.select(stage, seconds).where(*by_card, h.c[e.owner].in_(left_out[start:start + 500]))
         for stage_id, value in conn.execute(outside):
-            left_out[stage_id].append(float(value))
+            skipped_stays[stage_id].append(float(value))
     result = {}
     for stage_id, indexed in counts.items():
-        skipped = sorted(left_out.get(stage_id, []))
+        skipped = sorted(skipped_stays.get(stage_id, []))
         n = indexed - len(skipped)
         if n <= 0:
             continue
@@ -181,7 +208,7 @@ def durations(conn: Connection, scope: Scope, cohort: sa.FromClause) -> dict[Any
     source = stays(scope, cohort)
     result: dict[Any, dict[str, Durations]] = {TOTAL: {}}
     if scope.as_of is None and not scope.narrow:
-        result[TOTAL] = _stays_by_index(conn, scope)
+        result[TOTAL] = _pipeline_stays(conn, scope)
     else:
         for (stage,), value in _durations(percentiles(conn, source, ["stage"], "seconds")).items():
             result[TOTAL][stage] = value
@@ -195,31 +222,37 @@ def _won(scope: Scope, cohort: sa.FromClause) -> sa.CTE:
     """The cohort's won cards, still in the pipeline, with their slice and seconds from creation to won (NULL
     when either moment is unknown).
 
-    Won at: the card's last history row in the pipeline's success stage (written before an ``active``
-    period's end). Outside such a period these are the cards at the success stage now, found through
-    the card table's (pipeline, stage) index.
+    Won at: the card's last history row (by ID) in the pipeline's success stage, among the rows written
+    before an ``active`` period's end. Outside such a period these are the cards at the success stage
+    now, found through the card table's (pipeline, stage) index, and that row is nearly always the
+    card's last row in the pipeline, which the partial ``visited`` index holds with its time.
     """
     e = scope.entity
     h = e.history.alias("won_row")
+    here = [] if e.category is None else [plain(h.c[e.category]) == scope.pipeline.id]
+
+    def last_success(card: sa.ColumnElement[Any]) -> sa.ScalarSelect[Any]:
+        # read along the card's rows: SQLite is kept off the (pipeline, stage) index here
+        return (sa.select(h.c.date_create)
+                .where(h.c[e.owner] == card, *here, plain(h.c[e.stage]).in_(scope.success_ids), *scope.history_window(h))
+                .order_by(h.c.id.desc()).limit(1).scalar_subquery())
+
     if is_active(scope):
         k = cohort.c
-        card, created, slice_, where = k.id, k.created, k.slice, [k.position.in_(scope.success_ids), k.moved == 0]
+        cards = (sa.select(k.slice.label("slice"), seconds_between(last_success(k.id), k.created).label("seconds"))
+                 .where(k.position.in_(scope.success_ids), k.moved == 0))
     else:
-        c = e.cards.c
-        card, created, slice_ = c.id, c.date_create, slice_key(scope)
-        where = [c[e.stage].in_(scope.success_ids), *card_conditions(scope)]
+        c = e.cards
+        last = e.history.alias("last_here")
+        on = [last.c[e.owner] == c.c.id, last.c.visited.is_not(None)]
+        where = [c.c[e.stage].in_(scope.success_ids), *card_conditions(scope)]
         if e.category is not None:
-            where.append(c[e.category] == scope.pipeline.id)
-    here = [] if e.category is None else [plain(h.c[e.category]) == scope.pipeline.id]
-    won_at = (  # read along the card's rows: SQLite is kept off the (pipeline, stage) index here
-        sa.select(sa.func.max(h.c.date_create))
-        .where(h.c[e.owner] == card, *here, plain(h.c[e.stage]).in_(scope.success_ids), *scope.history_window(h))
-        .scalar_subquery()
-    )
-    cards = sa.select(slice_.label("slice"), seconds_between(won_at, created).label("seconds")).where(*where)
-    if not is_active(scope):
-        cards = cards.select_from(e.cards)
-    # MATERIALIZED: each card's row lookups run once (merged into the outer query, SQLite repeats them per use)
+            on.append(last.c[e.category] == scope.pipeline.id)
+            where.append(c.c[e.category] == scope.pipeline.id)
+        won_at = sa.case((last.c[e.stage].in_(scope.success_ids), last.c.date_create), else_=last_success(c.c.id))
+        cards = (sa.select(slice_key(scope).label("slice"), seconds_between(won_at, c.c.date_create).label("seconds"))
+                 .select_from(c.outerjoin(last, sa.and_(*on))).where(*where))
+    # MATERIALIZED: each card's lookups run once (merged into the outer query, SQLite repeats them per use)
     return cards.cte("won").prefix_with("MATERIALIZED")
 
 
