@@ -130,7 +130,7 @@ def _slices(conn: Connection, scope: Scope, keys: Sequence[str | None]) -> list[
 
 def _channels(conn: Connection, scope: Scope, funnel: Stages, cohort: sa.FromClause) -> list[Channel]:
     """Lead quality per source: leads, qualified, converted (success), junk (failure)."""
-    groups, _ = queries.facts(conn, scope, cohort, key="source")
+    groups = queries.facts(conn, scope, cohort, key="source").groups
     per_source = tally(funnel, "classic", groups, [])
     labels = sc.source_names(conn)
     channels = [
@@ -175,12 +175,12 @@ def funnel(
             by=by, assigned=assigned, source=source, include_deleted=include_deleted, default_keys=default_keys,
         )
         cohort = cohort_of(conn, scope, reused=cards_per_stage > 0)
-        groups, entered = queries.facts(conn, scope, cohort)
+        groups, entered, with_rows = queries.facts(conn, scope, cohort)
         seen = {g.stage for g in entered}
         stages = [*scope.stages.current, *(scope.stages.removed(r) for r in scope.removed if r in seen)]
         order = Stages(stages)
         total = tally(order, mode, [replace(g, slice=None) for g in groups], [replace(g, slice=None) for g in entered])
-        times = queries.durations(conn, scope, cohort)
+        times = queries.durations(conn, scope, cohort, with_rows)
         cycles = queries.cycle_times(conn, scope, cohort)
         channels = _channels(conn, scope, order, cohort) if scope.entity.name == "lead" else None
         total_funnel = figures.funnel(stages, total.get(None, Tally()), durations=times.get(TOTAL),

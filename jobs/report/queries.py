@@ -8,7 +8,7 @@ from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -21,7 +21,16 @@ from jobs.report.portable import MEDIAN, P90, interpolate, money, percentiles, p
 TOTAL = "\x00total"  # the slice key of the total in per-slice results (a slice key is never this)
 
 
-def facts(conn: Connection, scope: Scope, cohort: sa.FromClause, key: str = "slice") -> tuple[list[FactGroup], list[EnteredGroup]]:
+class Facts(NamedTuple):
+    """The cohort in groups: ``groups`` (facts), ``entered`` (entered stages) and ``with_rows``, how many
+    of its cards have rows in the pipeline."""
+
+    groups: list[FactGroup]
+    entered: list[EnteredGroup]
+    with_rows: int
+
+
+def facts(conn: Connection, scope: Scope, cohort: sa.FromClause, key: str = "slice") -> Facts:
     """The cohort's cards in groups, from one pass over it: the facts and the entered stages.
 
     SQL groups the cards by (``key``, visited, position, semantics letter, moved, currency) with count
@@ -34,8 +43,10 @@ def facts(conn: Connection, scope: Scope, cohort: sa.FromClause, key: str = "sli
     query = sa.select(*keys, sa.func.count().label("n"), sa.func.sum(k.cents).label("cents")).group_by(*keys)
     by_facts: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0])
     by_entered: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0, 0])
+    with_rows = 0
     for row in conn.execute(query):
         n, cents = int(row.n), int(row.cents or 0)
+        with_rows += n if row.visited is not None else 0
         currency = row.currency or ""
         reach = scope.reach(row.visited, row.position)
         fact = by_facts[(row.slice, reach, row.position or "", row.letter, bool(row.moved), currency)]
@@ -45,8 +56,8 @@ def facts(conn: Connection, scope: Scope, cohort: sa.FromClause, key: str = "sli
             entry = by_entered[(row.slice, stage_id, currency)]
             entry[0] += n
             entry[1] += cents
-    return ([FactGroup(*key_, n, money(cents)) for key_, (n, cents) in by_facts.items()],
-            [EnteredGroup(*key_, n, money(cents)) for key_, (n, cents) in by_entered.items()])
+    return Facts([FactGroup(*key_, n, money(cents)) for key_, (n, cents) in by_facts.items()],
+                 [EnteredGroup(*key_, n, money(cents)) for key_, (n, cents) in by_entered.items()], with_rows)
 
 
 def stages_in_history(conn: Connection, scope: Scope) -> list[str]:
@@ -122,23 +133,35 @@ def _durations(found: dict[tuple[Any, ...], tuple[int, dict[int, float | None]]]
     return {key: Durations(n, values.get(MEDIAN), values.get(P90)) for key, (n, values) in found.items()}
 
 
-def _left_out(conn: Connection, scope: Scope) -> list[int]:
-    """The cards with rows in the pipeline that the card filters leave out (deleted, or no card row)."""
+def _left_out(conn: Connection, scope: Scope, with_rows: int | None) -> list[int]:
+    """The cards with rows in the pipeline that the card filters leave out (deleted, or no card row).
+
+    ``with_rows``: how many cohort cards have rows there (``Facts.with_rows``). When that and the
+    cards that fail the filters account for every card with rows, there is no row without its card
+    and the cards that fail are the answer, found from the card table (a few); else every card with
+    rows is checked against the card table.
+    """
     e = scope.entity
     last = e.history.alias("last_here")  # one row per card with rows in the pipeline: its last there (``visited``)
     c = e.cards.c
-    kept = sa.exists().where(c.id == last.c[e.owner], *card_conditions(scope))
-    query = sa.select(last.c[e.owner]).where(last.c.visited.is_not(None), scope.in_pipeline(last), ~kept)
-    return [card for (card,) in conn.execute(query)]
+    here = [last.c.visited.is_not(None), scope.in_pipeline(last)]
+    passes = sa.and_(sa.true(), *card_conditions(scope))
+    if with_rows is not None:
+        fail = sa.select(c.id).where(~passes)  # read off the card table first, then a seek per card that fails
+        failing = [card for (card,) in conn.execute(sa.select(last.c[e.owner]).where(*here, last.c[e.owner].in_(fail)))]
+        if conn.execute(sa.select(sa.func.count()).select_from(last).where(*here)).scalar() == with_rows + len(failing):
+            return failing
+    kept = sa.exists().where(c.id == last.c[e.owner], passes)
+    return [card for (card,) in conn.execute(sa.select(last.c[e.owner]).where(*here, ~kept))]
 
 
-def _pipeline_stays(conn: Connection, scope: Scope) -> dict[str, Durations]:
+def _pipeline_stays(conn: Connection, scope: Scope, with_rows: int | None) -> dict[str, Durations]:
     """Per stage: the stays of every card with rows in the pipeline but the few the filters leave out.
 
     PostgreSQL takes ``percentile_cont`` over the (pipeline, stage, stay) index, the left-out cards
     excluded by a hashed list; SQLite reads the ranks off that index (``_stays_by_index``).
     """
-    left_out = _left_out(conn, scope)
+    left_out = _left_out(conn, scope, with_rows)
     if conn.dialect.name != "postgresql":
         return _stays_by_index(conn, scope, left_out)
     from sqlalchemy.dialects import postgresql
@@ -203,12 +226,13 @@ def _stays_by_index(conn: Connection, scope: Scope, left_out: list[int]) -> dict
     return result
 
 
-def durations(conn: Connection, scope: Scope, cohort: sa.FromClause) -> dict[Any, dict[str, Durations]]:
-    """Per slice (``TOTAL`` for all cards) and stage: how many completed stays, their median and p90."""
+def durations(conn: Connection, scope: Scope, cohort: sa.FromClause, with_rows: int | None = None) -> dict[Any, dict[str, Durations]]:
+    """Per slice (``TOTAL`` for all cards) and stage: how many completed stays, their median and p90
+    (``with_rows``: ``Facts.with_rows`` of this cohort, when known)."""
     source = stays(scope, cohort)
     result: dict[Any, dict[str, Durations]] = {TOTAL: {}}
     if scope.as_of is None and not scope.narrow:
-        result[TOTAL] = _pipeline_stays(conn, scope)
+        result[TOTAL] = _pipeline_stays(conn, scope, with_rows)
     else:
         for (stage,), value in _durations(percentiles(conn, source, ["stage"], "seconds")).items():
             result[TOTAL][stage] = value
