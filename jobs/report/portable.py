@@ -91,29 +91,6 @@ def money(total_cents: Any) -> Decimal:
     return (Decimal(int(round(float(total_cents)))) if total_cents is not None else Decimal(0)) / 100
 
 
-class larger(FunctionElement[Any]):
-    """``larger(a, b)``: the larger of two non-null values, each evaluated once (SQLite's two-argument
-    ``max``, PostgreSQL's ``GREATEST``)."""
-
-    name = "larger"
-    inherit_cache = True
-
-    @property
-    def type(self) -> Any:  # type: ignore[override]
-        """The first value's type."""
-        return list(self.clauses)[0].type
-
-
-@compiles(larger, "sqlite")
-def _larger_sqlite(element: larger, compiler: Any, **kw: Any) -> str:
-    return f"max({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(larger)
-def _larger_default(element: larger, compiler: Any, **kw: Any) -> str:
-    return f"GREATEST({compiler.process(element.clauses, **kw)})"
-
-
 class stage_set(FunctionElement[str]):
     """``stage_set(stage)``: the distinct non-null stages of a group as ``,A,B,`` (the shape of the mirror's
     ``visited`` column, in no particular order): SQLite's ``group_concat``, PostgreSQL's ``string_agg``."""

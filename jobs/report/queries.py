@@ -158,7 +158,7 @@ def _left_out(conn: Connection, scope: Scope, with_rows: int | None) -> list[int
 def _pipeline_stays(conn: Connection, scope: Scope, with_rows: int | None) -> dict[str, Durations]:
     """Per stage: the stays of every card with rows in the pipeline but the few the filters leave out.
 
-    PostgreSQL takes ``percentile_cont`` over the (pipeline, stage, stay) index, the left-out cards
+    PostgreSQL takes ``percentile_cont`` along the (pipeline, stage, stay) index, the left-out cards
     excluded by a hashed list; SQLite reads the ranks off that index (``_stays_by_index``).
     """
     left_out = _left_out(conn, scope, with_rows)
@@ -170,8 +170,11 @@ def _pipeline_stays(conn: Connection, scope: Scope, with_rows: int | None) -> di
     h = e.history
     where = [scope.in_pipeline(h), h.c.stay_seconds.is_not(None)]
     if left_out:
-        ids = sa.func.unnest(sa.literal(left_out, postgresql.ARRAY(sa.BigInteger)))
-        where.append(h.c[e.owner].not_in(sa.select(ids)))  # a hashed subplan on every PostgreSQL version
+        ids = sa.literal(left_out, postgresql.ARRAY(sa.BigInteger))
+        if (conn.dialect.server_version_info or (0,)) >= (15,):  # 15 hashes a constant "<> ALL" list itself
+            where.append(h.c[e.owner] != sa.all_(ids))
+        else:  # before 15 that list is searched row by row: a hashed subplan instead
+            where.append(h.c[e.owner].not_in(sa.select(sa.func.unnest(ids))))
     source = sa.select(h.c[e.stage].label("stage"), h.c.stay_seconds.label("seconds")).where(*where).subquery("stays")
     return {stage: value for (stage,), value in _durations(percentiles(conn, source, ["stage"], "seconds")).items()}
 
