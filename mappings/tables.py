@@ -289,12 +289,13 @@ sa.Index(None, crm_deal.c.date_create)
 sa.Index(None, crm_deal.c.assigned_by_id)
 sa.Index(None, crm_lead.c.status_id)
 sa.Index(None, crm_lead.c.date_create)
-# history (revision 0003): a card's rows with what the reports read of them (covering), and each
+# history (revisions 0003, 0004): a card's rows with what the reports read of them (covering), and each
 # stage's stays in order of their length (percentiles are read off the index, nothing is sorted),
 _dsh, _lsh = crm_deal_stage_history.c, crm_lead_status_history.c
-sa.Index("ix_crm_deal_stage_history_cover", _dsh.deal_id, _dsh.id, _dsh.category_id, _dsh.stage_id, _dsh.date_create)
+sa.Index("ix_crm_deal_stage_history_cover", _dsh.deal_id, _dsh.id, _dsh.category_id, _dsh.stage_id, _dsh.date_create,
+         _dsh.stay_seconds)
 sa.Index("ix_crm_deal_stage_history_stays", _dsh.category_id, _dsh.stage_id, _dsh.stay_seconds, _dsh.deal_id)
-sa.Index("ix_crm_lead_status_history_cover", _lsh.lead_id, _lsh.id, _lsh.status_id, _lsh.date_create)
+sa.Index("ix_crm_lead_status_history_cover", _lsh.lead_id, _lsh.id, _lsh.status_id, _lsh.date_create, _lsh.stay_seconds)
 sa.Index("ix_crm_lead_status_history_stays", _lsh.status_id, _lsh.stay_seconds, _lsh.lead_id)
 # and one row per card and pipeline: the stages it went through there (how far it got, at a glance), and
 # the row's stage, semantics and time (where a card left from, when a won card was won; revision 0004)

@@ -1,5 +1,5 @@
 """SQL that reads the same on SQLite and PostgreSQL: seconds between two moments, moments compared, exact
-cents, columns kept off SQLite's indexes, the set of stages a card's rows name, and percentiles (``percentile_cont`` on PostgreSQL, sorted ranks
+cents, columns kept off SQLite's indexes, joins SQLite must not reorder, text grouped byte by byte, the set of stages a card's rows name, and percentiles (``percentile_cont`` on PostgreSQL, sorted ranks
 on SQLite).
 
 Percentiles follow PostgreSQL's ``percentile_cont``: linear interpolation between the two closest ranks.
@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
+from sqlalchemy.sql.selectable import Join
 
 # percentiles as tenths, so that ranks are computed with integer arithmetic on both databases
 MEDIAN, P90 = 5, 9
@@ -89,6 +90,55 @@ def cents(amount: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
 def money(total_cents: Any) -> Decimal:
     """Summed cents back to an exact amount."""
     return (Decimal(int(round(float(total_cents)))) if total_cents is not None else Decimal(0)) / 100
+
+
+class bytewise(FunctionElement[Any]):
+    """``bytewise(text)``: the text compared byte by byte when grouped or sorted (PostgreSQL's ``COLLATE "C"``,
+    SQLite's default): a grouping key needs equality, not the database's slow language-aware order."""
+
+    name = "bytewise"
+    inherit_cache = True
+
+    @property
+    def type(self) -> Any:  # type: ignore[override]
+        """The text's own type."""
+        return list(self.clauses)[0].type
+
+
+@compiles(bytewise, "postgresql")
+def _bytewise_postgresql(element: bytewise, compiler: Any, **kw: Any) -> str:
+    return f'({compiler.process(list(element.clauses)[0], **kw)}) COLLATE "C"'
+
+
+@compiles(bytewise)
+def _bytewise_default(element: bytewise, compiler: Any, **kw: Any) -> str:
+    return compiler.process(list(element.clauses)[0], **kw)
+
+
+class ordered_join(Join):
+    """``ordered_join(left, right, onclause)``: an inner join whose left side SQLite must read first (its
+    ``CROSS JOIN``, which its planner never reorders); other databases get a plain ``JOIN``.
+
+    For a few (or filtered) cards, each read with its rows along the (card, ...) index: without
+    statistics SQLite would rather walk a whole index of history rows and look every card up.
+    """
+
+    inherit_cache = True
+
+    def __init__(self, left: Any, right: Any, onclause: sa.ColumnElement[bool]):
+        super().__init__(left, right, onclause)
+
+
+@compiles(ordered_join, "sqlite")
+def _ordered_join_sqlite(element: ordered_join, compiler: Any, **kw: Any) -> str:
+    kw["asfrom"] = True
+    return (f"{element.left._compiler_dispatch(compiler, **kw)} CROSS JOIN "
+            f"{element.right._compiler_dispatch(compiler, **kw)} ON {element.onclause._compiler_dispatch(compiler, **kw)}")
+
+
+@compiles(ordered_join)
+def _ordered_join_default(element: ordered_join, compiler: Any, **kw: Any) -> str:
+    return compiler.visit_join(element, **kw)
 
 
 class stage_set(FunctionElement[str]):

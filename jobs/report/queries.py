@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from jobs.report.cohort import Scope, card_conditions, card_filter, is_active, slice_key
 from jobs.report.figures import Durations
 from jobs.report.modes import EnteredGroup, FactGroup
-from jobs.report.portable import MEDIAN, P90, interpolate, money, percentiles, plain, seconds_between
+from jobs.report.portable import MEDIAN, P90, bytewise, interpolate, money, ordered_join, percentiles, plain, seconds_between
 
 TOTAL = "\x00total"  # the slice key of the total in per-slice results (a slice key is never this)
 
@@ -93,14 +93,17 @@ def stays(scope: Scope, cohort: sa.FromClause) -> sa.Subquery:
     e = scope.entity
     h = e.history
     if is_active(scope):
-        members, slice_, where = h.join(cohort, cohort.c.id == h.c[e.owner]), cohort.c.slice, []
+        cards, slice_, where = cohort, cohort.c.slice, []
     else:
-        c = e.cards
-        members, slice_, where = h.join(c, c.c.id == h.c[e.owner]), slice_key(scope), card_conditions(scope)
-    return (
-        sa.select(slice_.label("slice"), h.c[e.stage].label("stage"), h.c.stay_seconds.label("seconds"))
+        cards, slice_, where = e.cards, slice_key(scope), card_conditions(scope)
+    here = [] if e.category is None else [plain(h.c[e.category]) == scope.pipeline.id]
+    # card by card, each card's rows read along the covering (card, ID, ..., stay) index
+    members = ordered_join(cards, h, h.c[e.owner] == cards.c.id)
+    return (  # grouped by slice and stage for the percentiles: sorted byte by byte
+        sa.select(bytewise(slice_).label("slice"), bytewise(h.c[e.stage]).label("stage"),
+                  h.c.stay_seconds.label("seconds"))
         .select_from(members)
-        .where(scope.in_pipeline(h), h.c.stay_seconds.is_not(None), *where)
+        .where(*here, plain(h.c.stay_seconds).is_not(None), *where)
         .subquery("stays")
     )
 

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from jobs import report
 from jobs.report import synthetic as syn
@@ -165,8 +166,6 @@ def test_history_rows_whose_card_the_mirror_lacks_are_left_out(synthetic: Any) -
     nowhere, like deleted cards' rows: not in the cohort, not in the stays."""
     import dataclasses
 
-    import sqlalchemy as sa
-
     from mappings import tables
 
     engine, deals, _ = synthetic
@@ -180,12 +179,16 @@ def test_history_rows_whose_card_the_mirror_lacks_are_left_out(synthetic: Any) -
         check(report.funnel(engine, mode=mode, now=NOW), reference(kept, SALES, mode))
 
 
-def test_the_cohort_reads_each_card_s_last_row_off_the_partial_index_alone(tmp_path: Any) -> None:
+def test_sqlite_reads_cohort_and_stays_off_covering_indexes(tmp_path: Any) -> None:
     """SQLite: the one grouped pass touches no history row, only the index over the rows with ``visited``
-    (revision 0004 gave it the stage, semantics and time the pass reads). PostgreSQL's planner chooses
-    by statistics, so the plan checked is SQLite's."""
+    (revision 0004 gave it the stage, semantics and time the pass reads); the stays of a report by slice
+    are read card by card along the (card, ID, ..., stay) index, not by looking every stay's card up.
+    PostgreSQL's planner chooses by statistics, so the plans checked are SQLite's."""
+    from dataclasses import replace
+
     from jobs.report import build
     from jobs.report.cohort import cohort_select
+    from jobs.report.queries import stays
 
     engine = db.open_engine(f"sqlite:///{tmp_path / 'mirror.sqlite3'}")
     db.upgrade(engine)
@@ -196,10 +199,17 @@ def test_the_cohort_reads_each_card_s_last_row_off_the_partial_index_alone(tmp_p
         scope, _ = build._scope(conn, entity="deal", pipeline=None, mode="conversion", date_from=None, date_to=None,
                                 period="created", by=None, assigned=None, source=None, include_deleted=False,
                                 default_keys=())
-        compiled = cohort_select(scope).compile(conn, compile_kwargs={"literal_binds": True})
-        plan = " | ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
+
+
+        def plan(query: Any) -> str:
+            compiled = query.compile(conn, compile_kwargs={"literal_binds": True})
+            return " | ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}"))
+
+        cohort_plan = plan(cohort_select(scope))
+        stays_plan = plan(sa.select(stays(replace(scope, by="assigned"), cohort_select(scope).subquery())))
     engine.dispose()
-    assert "COVERING INDEX ix_crm_deal_stage_history_visited" in plan, plan
+    assert "COVERING INDEX ix_crm_deal_stage_history_visited" in cohort_plan, cohort_plan
+    assert stays_plan.startswith("SCAN crm_deal") and "COVERING INDEX ix_crm_deal_stage_history_cover" in stays_plan, stays_plan
 
 
 def test_stays_leave_deleted_cards_out_on_postgresql_before_15_too(synthetic: Any, monkeypatch: Any) -> None:
