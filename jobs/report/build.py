@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.report import figures, queries, scope as sc
 from jobs.report.access import access_for
-from jobs.report.cohort import Scope, cohort_of, materialize
+from jobs.report.cohort import Scope, cohort_of
 from jobs.report.drill import stage_cards
 from jobs.report.model import ENTITIES, MODES, PERIODS, SLICES, CardList, Channel, FunnelReport, Slice, Stage
 from jobs.report.modes import Funnel as Stages, Tally, tally
@@ -221,7 +221,7 @@ def cards(
 ) -> CardList:
     """The cards counted at ``stage`` (a STATUS_ID) under the same mode, period and filters as ``funnel``.
 
-    Newest entry into the stage first; ``limit`` cuts the list (``.total`` keeps the full count).
+    Newest entry into the stage first (by history row ID); ``limit`` cuts the list (``.total`` keeps the full count).
     Raises ``jobs.errors.UserError`` subclasses for an unknown stage (naming the stages there are).
     """
     with reading(engine) as conn:
@@ -230,5 +230,5 @@ def cards(
             by=None, assigned=assigned, source=source, include_deleted=include_deleted, default_keys=default_keys,
         )
         target: Stage = sc.resolve_stage(scope.stages, scope.removed, stage)
-        cohort = materialize(conn, scope)
+        cohort = cohort_of(conn, scope, reused=False)  # one count and one list: each reads it once
         return stage_cards(conn, scope, cohort, target, mode, portal, limit=limit, now=now)

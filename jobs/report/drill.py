@@ -56,20 +56,17 @@ def stage_cards(
     by_entry = stage.semantics == REMOVED or mode == "entered"  # membership reads the last entry only then
     members = cohort.outerjoin(last_entry, last_entry.c.card_id == k.id) if by_entry else cohort
     total = int(conn.execute(sa.select(sa.func.count()).select_from(members).where(counted)).scalar() or 0)
-    entry = h.alias("entry")
+    newest_first = (last_entry.c.row_id.desc().nulls_last(), k.id.desc())  # history IDs follow the portal's order
     listed = (
-        sa.select(
-            k.id, k.cents, k.currency, k.assigned_by_id, k.slice, last_entry.c.row_id,
-            entry.c.date_create.label("entered_at"),
-        )
-        .select_from(cohort.outerjoin(last_entry, last_entry.c.card_id == k.id)
-                     .outerjoin(entry, entry.c.id == last_entry.c.row_id))
+        sa.select(k.id, k.cents, k.currency, k.assigned_by_id, k.slice, last_entry.c.row_id)
+        .select_from(cohort.outerjoin(last_entry, last_entry.c.card_id == k.id))
         .where(counted)
-        .order_by(entry.c.date_create.desc().nulls_last(), k.id.desc())
+        .order_by(*newest_first)
     )
     if limit is not None:
         listed = listed.limit(limit)
-    page = listed.subquery("page")
+    page = listed.subquery("page")  # the entry rows are read for the listed cards only
+    entry = h.alias("entry")
     after = h.alias("after")
     left_at = (
         sa.select(after.c.date_create)
@@ -79,9 +76,9 @@ def stage_cards(
         .scalar_subquery()
     )
     query = (
-        sa.select(page, c.c.title, left_at.label("left_at"))
-        .select_from(page.join(c, c.c.id == page.c.id))
-        .order_by(page.c.entered_at.desc().nulls_last(), page.c.id.desc())
+        sa.select(page, c.c.title, entry.c.date_create.label("entered_at"), left_at.label("left_at"))
+        .select_from(page.join(c, c.c.id == page.c.id).outerjoin(entry, entry.c.id == page.c.row_id))
+        .order_by(page.c.row_id.desc().nulls_last(), page.c.id.desc())
     )
     rows = list(conn.execute(query))
     names = user_names(conn, sorted({int(r.assigned_by_id) for r in rows if r.assigned_by_id is not None}))
