@@ -8,6 +8,7 @@ drill-down lists join it); the transaction is rolled back, so the mirror is neve
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import date, datetime, timezone
@@ -30,6 +31,7 @@ from mappings import db
 DateLike = str | date | datetime | None
 WORK_MEM = "64MB"
 PARALLEL_TUPLE_COST = 0.01  # PostgreSQL's default is 0.1
+SORTER_THREADS = min(4, os.cpu_count() or 1)  # SQLite
 NO_SLICE = {"assigned": "(no manager)", "source": "(no source)", "month": "(no creation date)"}
 
 
@@ -63,6 +65,8 @@ def reading(engine: Engine) -> Iterator[Connection]:
                 # a report's grouped passes return a few rows per path, which the planner estimates as one
                 # per card: priced at that, handing rows back from parallel workers never looked worth it
                 conn.exec_driver_sql(f"SET LOCAL parallel_tuple_cost = {PARALLEL_TUPLE_COST}")
+            else:  # SQLite's GROUP BY sorts: let its sorter use helper threads (none by default)
+                conn.exec_driver_sql(f"PRAGMA threads = {SORTER_THREADS}")
             sc.check_mirror(conn)
             yield conn
         finally:
