@@ -46,7 +46,24 @@ def _seconds_default(element: seconds_between, compiler: Any, **kw: Any) -> str:
             " AS DOUBLE PRECISION)")
 
 
-class plain(FunctionElement[Any]):
+class _as_is(FunctionElement[Any]):
+    """A column wrapped for one database's sake, itself on the others and of its own type (results are
+    processed as the column's would be)."""
+
+    inherit_cache = True
+
+    @property
+    def type(self) -> Any:  # type: ignore[override]
+        """The column's own type."""
+        return list(self.clauses)[0].type
+
+
+@compiles(_as_is)
+def _as_is_default(element: _as_is, compiler: Any, **kw: Any) -> str:
+    return compiler.process(list(element.clauses)[0], **kw)
+
+
+class plain(_as_is):
     """``plain(column)``: the column's value, which SQLite must not look up through an index (``+column``).
 
     SQLite's no-op unary ``+`` keeps a filter, GROUP BY or window order off the indexes; other
@@ -56,20 +73,10 @@ class plain(FunctionElement[Any]):
     name = "plain"
     inherit_cache = True
 
-    @property
-    def type(self) -> Any:  # type: ignore[override]
-        """The column's own type (results are processed as the column's would be)."""
-        return list(self.clauses)[0].type
-
 
 @compiles(plain, "sqlite")
 def _plain_sqlite(element: plain, compiler: Any, **kw: Any) -> str:
     return f"+{compiler.process(list(element.clauses)[0], **kw)}"
-
-
-@compiles(plain)
-def _plain_default(element: plain, compiler: Any, **kw: Any) -> str:
-    return compiler.process(list(element.clauses)[0], **kw)
 
 
 def earlier(column: sa.ColumnElement[Any], moment: datetime) -> sa.ColumnElement[bool]:
@@ -92,27 +99,17 @@ def money(total_cents: Any) -> Decimal:
     return (Decimal(int(round(float(total_cents)))) if total_cents is not None else Decimal(0)) / 100
 
 
-class bytewise(FunctionElement[Any]):
+class bytewise(_as_is):
     """``bytewise(text)``: the text compared byte by byte when grouped or sorted (PostgreSQL's ``COLLATE "C"``,
     SQLite's default): a grouping key needs equality, not the database's slow language-aware order."""
 
     name = "bytewise"
     inherit_cache = True
 
-    @property
-    def type(self) -> Any:  # type: ignore[override]
-        """The text's own type."""
-        return list(self.clauses)[0].type
-
 
 @compiles(bytewise, "postgresql")
 def _bytewise_postgresql(element: bytewise, compiler: Any, **kw: Any) -> str:
     return f'({compiler.process(list(element.clauses)[0], **kw)}) COLLATE "C"'
-
-
-@compiles(bytewise)
-def _bytewise_default(element: bytewise, compiler: Any, **kw: Any) -> str:
-    return compiler.process(list(element.clauses)[0], **kw)
 
 
 class ordered_join(Join):
