@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 
 from jobs.report.access import Access
 from jobs.report.model import PROCESS, SUCCESS, Period, Pipeline
-from jobs.report.portable import cents, earlier, not_earlier, stage_set
+from jobs.report.portable import cents, earlier, not_earlier, plain, stage_set
 from jobs.report.scope import Entity, Stages
 from mappings.tables import UtcDateTime
 
@@ -86,12 +86,15 @@ class Scope:
             return sa.literal(0)
         return sa.case(ordered, value=stage, else_=0)
 
-    def in_pipeline(self, table: sa.Table | sa.sql.Alias, *, scan: bool = False) -> sa.ColumnElement[bool]:
+    def in_pipeline(self, table: sa.Table | sa.sql.Alias, *, scan: bool = False, by_card: bool = False) -> sa.ColumnElement[bool]:
         """A history (or card) row belongs to this funnel's pipeline (always, for leads); ``scan``: as the
-        filter of a whole-pipeline scan."""
+        filter of a whole-pipeline scan; ``by_card``: of rows read card by card, kept off SQLite's
+        (pipeline, ...) indexes."""
         if self.entity.category is None:
             return sa.true()
         column = table.c[self.entity.category]
+        if by_card:
+            return plain(column) == self.pipeline.id
         return (self.access.filter(column) if scan else column) == self.pipeline.id
 
     def history_window(self, h: sa.Table | sa.sql.Alias) -> list[sa.ColumnElement[bool]]:
@@ -197,22 +200,27 @@ def _select(scope: Scope, visited: sa.ColumnElement[Any], position: sa.ColumnEle
     )
 
 
+def last_here(scope: Scope) -> tuple[sa.sql.Alias, list[sa.ColumnElement[bool]]]:
+    """Each card's last history row in the pipeline, and the conditions that pick it: the one row per
+    card and pipeline that the sync marks with ``visited`` (the partial index holds exactly these)."""
+    last = scope.entity.history.alias("last_here")
+    return last, [last.c.visited.is_not(None), scope.in_pipeline(last)]
+
+
 def _current_select(scope: Scope) -> sa.Select[Any]:
     """Cards as they are now: the stage in the card row, or the card's last row in the pipeline when it moved out.
 
-    That last row is the one the sync marks with ``visited`` (found through the partial index on it):
-    one row per card with rows in the pipeline.
+    That last row is ``last_here``'s, found through the partial index: one row per card with rows in the pipeline.
     """
     e = scope.entity
     c = e.cards
-    last = e.history.alias("last_here")
-    on = [last.c[e.owner] == c.c.id, last.c.visited.is_not(None)]
+    last, picked = last_here(scope)
+    on = [last.c[e.owner] == c.c.id, *picked]
     if e.category is None:
         moved: sa.ColumnElement[bool] = sa.false()
         position, letter = c.c[e.stage], c.c[e.semantic]
         member: sa.ColumnElement[bool] = sa.true()
     else:
-        on.append(last.c[e.category] == scope.pipeline.id)
         moved = c.c[e.category] != scope.pipeline.id
         position = sa.case((moved, last.c[e.stage]), else_=c.c[e.stage])
         letter = sa.case((moved, last.c[e.semantic]), else_=c.c[e.semantic])
@@ -250,10 +258,10 @@ def _active_select(scope: Scope) -> sa.Select[Any]:
         .group_by(scope.access.order(h.c[e.owner]))
         .subquery("reached")
     )
-    last, last_here = h.alias("last_row"), h.alias("last_here")
+    last, here_at_end = h.alias("last_row"), h.alias("last_here")
     source = (c.join(reached, reached.c.card_id == c.c.id)
               .join(last, last.c.id == reached.c.last_id)
-              .join(last_here, last_here.c.id == reached.c.last_here_id))
+              .join(here_at_end, here_at_end.c.id == reached.c.last_here_id))
     member: list[sa.ColumnElement[bool]] = [reached.c.last_here_id.is_not(None)]
     if start is not None:
         at_start = h.alias("at_start")
@@ -262,7 +270,7 @@ def _active_select(scope: Scope) -> sa.Select[Any]:
                                 sa.func.coalesce(at_start.c[e.semantic], "P").not_in(["S", "F"]))
         member.append(sa.or_(reached.c.touched == 1, open_at_start))
     moved = sa.false() if e.category is None else last.c[e.category] != scope.pipeline.id
-    return (_select(scope, reached.c.visited, last_here.c[e.stage], last_here.c[e.semantic], moved)
+    return (_select(scope, reached.c.visited, here_at_end.c[e.stage], here_at_end.c[e.semantic], moved)
             .select_from(source)
             .where(*member, *card_conditions(scope)))
 

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from jobs.report.cohort import Scope, card_conditions, card_filter, is_active, slice_key
+from jobs.report.cohort import Scope, card_conditions, card_filter, is_active, last_here, slice_key
 from jobs.report.figures import Durations
 from jobs.report.modes import EnteredGroup, FactGroup
 from jobs.report.portable import MEDIAN, P90, bytewise, interpolate, money, ordered_join, percentiles, plain, seconds_between
@@ -96,14 +96,13 @@ def stays(scope: Scope, cohort: sa.FromClause) -> sa.Subquery:
         cards, slice_, where = cohort, cohort.c.slice, []
     else:
         cards, slice_, where = e.cards, slice_key(scope), card_conditions(scope)
-    here = [] if e.category is None else [plain(h.c[e.category]) == scope.pipeline.id]
     # card by card, each card's rows read along the covering (card, ID, ..., stay) index
     members = ordered_join(cards, h, h.c[e.owner] == cards.c.id)
     return (  # grouped by slice and stage for the percentiles: sorted byte by byte
         sa.select(bytewise(slice_).label("slice"), bytewise(h.c[e.stage]).label("stage"),
                   h.c.stay_seconds.label("seconds"))
         .select_from(members)
-        .where(*here, plain(h.c.stay_seconds).is_not(None), *where)
+        .where(scope.in_pipeline(h, by_card=True), plain(h.c.stay_seconds).is_not(None), *where)
         .subquery("stays")
     )
 
@@ -145,9 +144,8 @@ def _left_out(conn: Connection, scope: Scope, with_rows: int | None) -> list[int
     rows is checked against the card table.
     """
     e = scope.entity
-    last = e.history.alias("last_here")  # one row per card with rows in the pipeline: its last there (``visited``)
+    last, here = last_here(scope)
     c = e.cards.c
-    here = [last.c.visited.is_not(None), scope.in_pipeline(last)]
     passes = sa.and_(sa.true(), *card_conditions(scope))
     if with_rows is not None:
         fail = sa.select(c.id).where(~passes)  # read off the card table first, then a seek per card that fails
@@ -195,9 +193,7 @@ def _stays_by_index(conn: Connection, scope: Scope, left_out: list[int]) -> dict
     here = [scope.in_pipeline(h), seconds.is_not(None)]
     counts = {row[0]: int(row[1]) for row in conn.execute(sa.select(stage, sa.func.count()).where(*here).group_by(stage))}
     skipped_stays: dict[str, list[float]] = defaultdict(list)
-    by_card = [plain(seconds).is_not(None)]  # SQLite: read by card, not along the stays index
-    if e.category is not None:
-        by_card.append(plain(h.c[e.category]) == scope.pipeline.id)
+    by_card = [plain(seconds).is_not(None), scope.in_pipeline(h, by_card=True)]  # not along the stays index
     for start in range(0, len(left_out), 500):
         outside = sa.select(stage, seconds).where(*by_card, h.c[e.owner].in_(left_out[start:start + 500]))
         for stage_id, value in conn.execute(outside):
@@ -259,12 +255,12 @@ def _won(scope: Scope, cohort: sa.FromClause) -> sa.CTE:
     """
     e = scope.entity
     h = e.history.alias("won_row")
-    here = [] if e.category is None else [plain(h.c[e.category]) == scope.pipeline.id]
 
     def last_success(card: sa.ColumnElement[Any]) -> sa.ScalarSelect[Any]:
         # read along the card's rows: SQLite is kept off the (pipeline, stage) index here
         return (sa.select(h.c.date_create)
-                .where(h.c[e.owner] == card, *here, plain(h.c[e.stage]).in_(scope.success_ids), *scope.history_window(h))
+                .where(h.c[e.owner] == card, scope.in_pipeline(h, by_card=True), plain(h.c[e.stage]).in_(scope.success_ids),
+                       *scope.history_window(h))
                 .order_by(h.c.id.desc()).limit(1).scalar_subquery())
 
     if is_active(scope):
@@ -273,15 +269,11 @@ def _won(scope: Scope, cohort: sa.FromClause) -> sa.CTE:
                  .where(k.position.in_(scope.success_ids), k.moved == 0))
     else:
         c = e.cards
-        last = e.history.alias("last_here")
-        on = [last.c[e.owner] == c.c.id, last.c.visited.is_not(None)]
-        where = [c.c[e.stage].in_(scope.success_ids), *card_conditions(scope)]
-        if e.category is not None:
-            on.append(last.c[e.category] == scope.pipeline.id)
-            where.append(c.c[e.category] == scope.pipeline.id)
+        last, picked = last_here(scope)
+        where = [c.c[e.stage].in_(scope.success_ids), scope.in_pipeline(c), *card_conditions(scope)]
         won_at = sa.case((last.c[e.stage].in_(scope.success_ids), last.c.date_create), else_=last_success(c.c.id))
         cards = (sa.select(slice_key(scope).label("slice"), seconds_between(won_at, c.c.date_create).label("seconds"))
-                 .select_from(c.outerjoin(last, sa.and_(*on))).where(*where))
+                 .select_from(c.outerjoin(last, sa.and_(last.c[e.owner] == c.c.id, *picked))).where(*where))
     # MATERIALIZED: each card's lookups run once (merged into the outer query, SQLite repeats them per use)
     return cards.cte("won").prefix_with("MATERIALIZED")
 
