@@ -344,6 +344,15 @@ def is_current(engine: Engine) -> bool:
 # ---------------------------------------------------------------- bulk upserts
 
 
+IN_LIST = 500  # keys per IN (...) list
+
+
+def chunks(items: Sequence[Any], size: int = IN_LIST) -> Iterator[Sequence[Any]]:
+    """``items`` in slices of ``size``: keys for one ``IN (...)`` list each, within every database's limits."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
 def upsert(
     conn: Connection,
     table: sa.Table,

@@ -19,6 +19,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import FunctionElement
 from sqlalchemy.sql.selectable import Join
 
+from mappings import db
+
 # percentiles as tenths, so that ranks are computed with integer arithmetic on both databases
 MEDIAN, P90 = 5, 9
 
@@ -232,8 +234,7 @@ def _percentiles_by_rank(
                 needed.update((row.first + lower, row.first + lower + 1))
         at: dict[int, float] = {}
         wanted_ranks = sorted(needed)
-        for start in range(0, len(wanted_ranks), 500):
-            chunk = wanted_ranks[start:start + 500]
+        for chunk in db.chunks(wanted_ranks):
             at.update((int(r), float(v)) for r, v in conn.execute(
                 sa.select(ranked.c.rank, ranked.c.v).where(ranked.c.rank.in_(chunk))))
         result = {}

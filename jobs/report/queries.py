@@ -17,6 +17,7 @@ from jobs.report.cohort import Scope, card_conditions, card_filter, is_active, l
 from jobs.report.figures import Durations
 from jobs.report.modes import EnteredGroup, FactGroup
 from jobs.report.portable import MEDIAN, P90, bytewise, interpolate, money, ordered_join, percentiles, plain, seconds_between
+from mappings import db
 
 TOTAL = "\x00total"  # the slice key of the total in per-slice results (a slice key is never this)
 
@@ -194,8 +195,8 @@ def _stays_by_index(conn: Connection, scope: Scope, left_out: list[int]) -> dict
     counts = {row[0]: int(row[1]) for row in conn.execute(sa.select(stage, sa.func.count()).where(*here).group_by(stage))}
     skipped_stays: dict[str, list[float]] = defaultdict(list)
     by_card = [plain(seconds).is_not(None), scope.in_pipeline(h, by_card=True)]  # not along the stays index
-    for start in range(0, len(left_out), 500):
-        outside = sa.select(stage, seconds).where(*by_card, h.c[e.owner].in_(left_out[start:start + 500]))
+    for part in db.chunks(left_out):
+        outside = sa.select(stage, seconds).where(*by_card, h.c[e.owner].in_(part))
         for stage_id, value in conn.execute(outside):
             skipped_stays[stage_id].append(float(value))
     result = {}

@@ -18,7 +18,7 @@ from connector.catalog import LEAD_STATUS, stage_entity_id
 from jobs.errors import UserError
 from jobs.report.model import FAILURE, PROCESS, REMOVED, SUCCESS, Pipeline, Stage
 from jobs.report.modes import SEMANTIC_LETTERS
-from mappings import tables as t
+from mappings import db, tables as t
 
 SOURCE_DICTIONARY = "SOURCE"
 DEFAULT_PIPELINE_NAMES = ("default",)
@@ -323,8 +323,7 @@ def user_names(conn: Connection, ids: Sequence[int]) -> dict[int, str]:
         return {}
     u = t.users.c
     names: dict[int, str] = {}
-    for chunk in range(0, len(ids), 500):
-        part = list(ids[chunk:chunk + 500])
+    for part in db.chunks(ids):
         for row in conn.execute(sa.select(u.id, u.name, u.first_name, u.last_name).where(u.id.in_(part))):
             text = row.name or " ".join(p for p in (row.first_name, row.last_name) if p)
             names[int(row.id)] = text.strip() or f"user {row.id}"

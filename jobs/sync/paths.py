@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from mappings import entities as ent, tables
+from mappings import db, entities as ent, tables
 
 MARK = "unsettled_from"  # the stream state's extra key: history rows from this ID on are not settled yet
 CARDS_PER_SETTLE = 20_000  # cards per transaction when a whole load is settled
@@ -40,10 +40,8 @@ def _names(stream: ent.Stream) -> tuple[str, str, str | None, str]:
 
 def settle(conn: Connection, stream: ent.Stream, cards: Sequence[int]) -> None:
     """Bring ``stay_seconds`` and ``visited`` up to date on every row of ``cards``."""
-    cards = sorted({c for c in cards if c is not None})
-    for start in range(0, len(cards), 500):
-        part = cards[start:start + 500]
-        _settle(conn, stream, "IN :cards", {"cards": part}, expanding=True)
+    for part in db.chunks(sorted({c for c in cards if c is not None})):
+        _settle(conn, stream, "IN :cards", {"cards": list(part)}, expanding=True)
 
 
 def settle_from(conn_factory: Any, stream: ent.Stream, first_id: int) -> Iterator[int]:

@@ -27,7 +27,6 @@ from mappings import db, entities as ent, fields, tables
 
 log = logging.getLogger(__name__)
 
-_IN_CHUNK = 500  # ids per IN (...) list
 _COLUMN_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _KIND_OF_TYPE = (
     (sa.BigInteger, ent.ID),
@@ -42,11 +41,6 @@ _KIND_OF_TYPE = (
 def utcnow() -> datetime:
     """The host's current time, aware in UTC (synced_at, deleted_at, first_seen_at)."""
     return datetime.now(timezone.utc)
-
-
-def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 def _among(column: Any, keys: Sequence[int], conn: Connection) -> Any:
@@ -167,9 +161,9 @@ class Writer:
     def _stored(self, conn: Connection, table: sa.Table, keys: list[int]) -> dict[int, tuple[Any, Any]]:
         """``raw`` and ``deleted_at`` of the rows among ``keys`` the mirror has (IDs first: a new page costs little)."""
         found: dict[int, tuple[Any, Any]] = {}
-        for part in _chunks(keys, 5000):
+        for part in db.chunks(keys, 5000):
             present = [k for (k,) in conn.execute(sa.select(table.c.id).where(_among(table.c.id, part, conn)))]
-            for few in _chunks(present):
+            for few in db.chunks(present):
                 query = sa.select(table.c.id, table.c.raw, table.c.deleted_at).where(_among(table.c.id, few, conn))
                 for key, raw, deleted_at in conn.execute(query):
                     found[key] = (raw, deleted_at)
@@ -206,7 +200,7 @@ class Writer:
             return
         table = tables.crm_multifield
         owners = [fields.record_id(stream, record) for record in records]
-        for part in _chunks(owners):
+        for part in db.chunks(owners):
             conn.execute(table.delete().where((table.c.entity_type_id == stream.entity_type_id) & table.c.owner_id.in_(part)))
         rows = [row for record in records for row in fields.multifield_rows(stream, record)]
         unique = {(r["entity_type_id"], r["owner_id"], r["item_id"]): r for r in rows}
@@ -350,7 +344,7 @@ class Writer:
             new = [row for key, row in rows.items() if key not in stored]
             changed = [row for key, row in rows.items() if key in stored and stored[key] != (row["raw"], None)]
             cards = {row[owner.name] for row in (*(new if settle else ()), *changed)}
-            for part in _chunks([row["id"] for row in changed]):  # a rewritten row may have named another card
+            for part in db.chunks([row["id"] for row in changed]):  # a rewritten row may have named another card
                 cards.update(k for (k,) in conn.execute(sa.select(owner).where(_among(table.c.id, part, conn))))
             db.insert_new(conn, table, new)
             if changed:  # first_seen_at stays as it was
@@ -388,7 +382,7 @@ class Writer:
             db.upsert(conn, table, changed)
             if complete:
                 vanished = [k for k, (_, deleted) in stored.items() if k not in by_key and deleted is None]
-                for part in _chunks(vanished):
+                for part in db.chunks(vanished):
                     conn.execute(table.update().where(key.in_(part)).values(deleted_at=now))
                 result.deleted = len(vanished)
         return result
@@ -401,7 +395,7 @@ class Writer:
         now = utcnow()
         marked = 0
         with self.transaction() as conn:
-            for part in _chunks(list(ids)):
+            for part in db.chunks(list(ids)):
                 marked += conn.execute(table.update().where(table.c.id.in_(part) & table.c.deleted_at.is_(None))
                                        .values(deleted_at=now)).rowcount or 0
             if on_commit is not None:
