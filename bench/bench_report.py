@@ -95,8 +95,9 @@ def sqlite_mirror(cache: Path, rows: int) -> str:
     cache.mkdir(parents=True, exist_ok=True)
     path = cache / f"report-{rows}-s{SEED}-v{VERSION}.sqlite3"
     url = f"sqlite:///{path}"
-    if path.exists() and _history_rows(db.open_engine(url)) == rows:
-        db.upgrade(db.open_engine(url))  # a mirror cached by an older b24sync, upgraded as `b24sync db upgrade` would
+    if path.exists() and _history_rows(engine := db.open_engine(url)) == rows:
+        db.upgrade(engine)  # a mirror cached by an older b24sync, upgraded as `b24sync db upgrade` would
+        engine.dispose()
         return url
     for stale in cache.glob(f"{path.name}*"):
         stale.unlink()

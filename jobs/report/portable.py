@@ -1,6 +1,7 @@
 """SQL that reads the same on SQLite and PostgreSQL: seconds between two moments, moments compared, exact
-cents, columns kept off SQLite's indexes, joins SQLite must not reorder, text grouped byte by byte, the set of stages a card's rows name, and percentiles (``percentile_cont`` on PostgreSQL, sorted ranks
-on SQLite).
+cents, columns kept off SQLite's indexes, joins SQLite must not reorder, text grouped byte by byte, the
+set of stages a card's rows name, and percentiles (``percentile_cont`` on PostgreSQL, sorted ranks on
+SQLite).
 
 Percentiles follow PostgreSQL's ``percentile_cont``: linear interpolation between the two closest ranks.
 """
@@ -123,9 +124,6 @@ class ordered_join(Join):
     """
 
     inherit_cache = True
-
-    def __init__(self, left: Any, right: Any, onclause: sa.ColumnElement[bool]):
-        super().__init__(left, right, onclause)
 
 
 @compiles(ordered_join, "sqlite")
