@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from jobs.report import figures, queries, scope as sc
+from jobs.report import figures, queries, scope as sc, stays
 from jobs.report.access import access_for
 from jobs.report.cohort import Scope, cohort_of
 from jobs.report.drill import stage_cards
@@ -184,7 +184,7 @@ def funnel(
         stages = [*scope.stages.current, *(scope.stages.removed(r) for r in scope.removed if r in seen)]
         order = Stages(stages)
         total = tally(order, mode, [replace(g, slice=None) for g in groups], [replace(g, slice=None) for g in entered])
-        times = queries.durations(conn, scope, cohort, with_rows)
+        times = stays.durations(conn, scope, cohort, with_rows)
         cycles = queries.cycle_times(conn, scope, cohort)
         channels = _channels(conn, scope, order, cohort) if scope.entity.name == "lead" else None
         total_funnel = figures.funnel(stages, total.get(None, Tally()), durations=times.get(TOTAL),

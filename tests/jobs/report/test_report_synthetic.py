@@ -188,7 +188,7 @@ def test_sqlite_reads_cohort_and_stays_off_covering_indexes(tmp_path: Any) -> No
 
     from jobs.report import build
     from jobs.report.cohort import cohort_select
-    from jobs.report.queries import stays
+    from jobs.report.stays import stays
 
     engine = db.open_engine(f"sqlite:///{tmp_path / 'mirror.sqlite3'}")
     db.upgrade(engine)
